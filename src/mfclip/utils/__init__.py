@@ -1,0 +1,1 @@
+"""Small shared helpers: typed configs, atomic file writes, device selection."""
