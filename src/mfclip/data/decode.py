@@ -6,6 +6,7 @@ a pixel-count limit before decoding them (decompression bombs).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -63,8 +64,9 @@ def load_image(
             image = Image.open(data)
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
+                pixels = width * height
                 raise ImageDecodeError(
-                    label, f"image is {width}x{height} = {width * height} pixels, above the limit {max_pixels}"
+                    label, f"image is {width}x{height} = {pixels} pixels, above the limit {max_pixels}"
                 )
             image.load()
     except ImageDecodeError:
@@ -80,10 +82,9 @@ def load_image(
 
 def to_rgb(image: Image.Image, label: str = "<image>") -> Image.Image:
     """Apply EXIF orientation and convert any mode to 8-bit RGB (alpha composited on black)."""
-    try:
+    # A malformed EXIF block must not lose an otherwise good image.
+    with contextlib.suppress(Exception):
         image = ImageOps.exif_transpose(image)
-    except Exception:  # a malformed EXIF block must not lose an otherwise good image
-        pass
     mode = image.mode
     if mode == "RGB":
         return image

@@ -1,0 +1,1 @@
+"""Detector models (MFCLIP and baselines), their registry and weight loading."""

@@ -1,0 +1,108 @@
+"""The interface every detector model implements (MFCLIP and the baselines alike).
+
+Images are float tensors in [0, 1], RGB, shape (B, 3, S, S) with S = ``model.image_size``; each model
+normalises them itself, so data loaders, the Detector, the server and exported graphs feed the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mfclip.utils.config import StrictConfig
+
+# gather(t) returns t concatenated over all ranks, keeping gradients for the local slice.
+GatherFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ModelOutput:
+    """What a forward pass returns. Only ``logits`` is always present."""
+
+    logits: torch.Tensor  # (B, 2): real, fake
+    image_features: torch.Tensor | None = None  # fused visual feature v (unnormalised)
+    text_features: torch.Tensor | None = None  # fused text feature t (unnormalised), training only
+    text_prediction: torch.Tensor | None = None  # predictor(v̂), training only
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def p_fake(self) -> torch.Tensor:
+        return self.logits.float().softmax(dim=-1)[:, 1]
+
+
+class DetectorModel(nn.Module):
+    """Base class of all detectors. Subclasses set ``self.config`` and implement ``forward``."""
+
+    config: StrictConfig
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.image_size)  # type: ignore[attr-defined]
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        prompt_tokens: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        raise NotImplementedError
+
+    def compute_loss(
+        self, output: ModelOutput, labels: torch.Tensor, gather: GatherFn | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Losses of one step; ``loss`` is the total. The default is cross-entropy on ``logits``."""
+        loss = nn.functional.cross_entropy(output.logits.float(), labels)
+        return {"loss": loss, "ce": loss.detach()}
+
+    def uses_text(self) -> bool:
+        """Whether training batches need ``prompt_tokens`` (only MFCLIP's text tower does)."""
+        return False
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """P(fake) per image, shape (B,). Never runs a text tower."""
+        return self.inference_module()(images)
+
+    def inference_module(self) -> nn.Module:
+        """A module mapping images (B, 3, S, S) in [0, 1] to P(fake) (B,): what export and serving run."""
+        return _ProbabilityHead(self)
+
+    def clip_towers(self) -> dict[str, nn.Module | None]:
+        """The open_clip towers this model holds, for loading pretrained CLIP weights.
+
+        Keys ``visual`` (an ``open_clip`` VisionTransformer) and ``text`` (an ``open_clip`` TextTransformer);
+        a value is None when the model has no such tower.
+        """
+        return {"visual": None, "text": None}
+
+    def explain_target_layers(self) -> list[nn.Module]:
+        """Layers whose activations Grad-CAM uses for the image branch."""
+        raise NotImplementedError(f"{type(self).__name__} does not define Grad-CAM target layers")
+
+    def explain_reshape_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """Turns a target layer's activation into (B, C, H, W) for Grad-CAM, or None if already so."""
+        return None
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters split into ``pretrained`` (CLIP towers) and ``new``, for separate learning rates."""
+        pretrained_ids: set[int] = set()
+        for tower in self.clip_towers().values():
+            if tower is not None:
+                pretrained_ids.update(id(p) for p in tower.parameters())
+        groups: dict[str, list[nn.Parameter]] = {"pretrained": [], "new": []}
+        for param in self.parameters():
+            if param.requires_grad:
+                groups["pretrained" if id(param) in pretrained_ids else "new"].append(param)
+        return groups
+
+
+class _ProbabilityHead(nn.Module):
+    def __init__(self, model: DetectorModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).p_fake
