@@ -1,0 +1,1 @@
+"""The research workflow: training (Lightning), protocols, evaluation, comparison and the demo."""

@@ -1,0 +1,812 @@
+"""The preprocess pipeline: images and videos → face crops (or aligned faces) + a manifest.
+
+Layout of an output folder ``DIR``::
+
+    DIR/preprocess.json   settings that shape the crops (a rerun with other settings is refused)
+    DIR/progress.jsonl    one line per finished source (append-only; how a rerun resumes)
+    DIR/faces/ab/…        the crops, named from a hash of the source path and its stem
+    DIR/manifest.csv      one row per crop, paths relative to DIR
+    DIR/skipped.csv       one row per input that gave no crop, with the reason
+
+Each source (image, video or input folder) is processed as a unit; its result is appended to
+``progress.jsonl`` only after its crops are on disk, and ``manifest.csv`` / ``skipped.csv`` are rebuilt
+atomically from that log at the end. A rerun reuses every logged source whose file is unchanged and whose
+crops still exist, and the manifest covers every source ever processed into ``DIR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from mfclip.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, load_image
+from mfclip.data.video import VIDEO_EXTENSIONS, VideoDecodeError, is_video_path, sample_frames
+from mfclip.face.alignment import align_face, crop_face
+from mfclip.face.detectors import FaceBox, FaceDetector, get_detector
+from mfclip.utils.config import StrictConfig
+from mfclip.utils.io import atomic_write, atomic_write_bytes, atomic_write_json
+
+#: Manifest label columns (SPEC §2) after ``path``.
+LABEL_COLUMNS = ("label", "split", "dataset", "forgery_type", "family", "generator", "video_id")
+#: Columns the pipeline adds to describe each crop.
+FACE_COLUMNS = (
+    "source",
+    "frame",
+    "face_index",
+    "box_x0",
+    "box_y0",
+    "box_x1",
+    "box_y1",
+    "score",
+)
+MANIFEST_COLUMNS = ("path", *LABEL_COLUMNS, *FACE_COLUMNS)
+SKIPPED_COLUMNS = ("source", "kind", "reason")
+
+SETTINGS_FILE = "preprocess.json"
+LOG_FILE = "progress.jsonl"
+LOCK_FILE = ".lock"
+MANIFEST_FILE = "manifest.csv"
+SKIPPED_FILE = "skipped.csv"
+FACES_DIR = "faces"
+
+# Sources whose result is final: a rerun reuses them. "failed" (an unexpected error) is retried.
+_FINAL_STATUSES = ("ok", "skipped")
+
+
+class PreprocessError(ValueError):
+    """Preprocessing cannot start or continue; the message names the input, folder or setting."""
+
+
+class PreprocessConfig(StrictConfig):
+    """Settings of :func:`preprocess`."""
+
+    detector: Literal["mtcnn", "haar", "none"] = "mtcnn"
+    #: Extra keyword arguments for the detector (e.g. ``min_face_size`` for mtcnn).
+    detector_options: dict[str, Any] = Field(default_factory=dict)
+    #: Box crops: the square's side is the box's longer side times ``1 + margin``.
+    #: ``None``: 0.3 with a detector, 0 with ``detector="none"`` (the centred square as it is).
+    margin: float | None = Field(default=None, ge=0)
+    #: Aligned crops: how far the face template is shrunk towards the centre (DeepfakeBench: 1.3).
+    scale: float = Field(default=1.3, gt=0)
+    size: int = Field(default=256, ge=8, le=4096)
+    faces: Literal["largest", "all"] = "largest"
+    #: Frames sampled uniformly from each video.
+    frames: int = Field(default=32, ge=1)
+    align: Literal["none", "deepfakebench"] = "none"
+    #: Detections scoring below this are dropped.
+    min_score: float = 0.0
+    format: Literal["png", "jpg"] = "png"
+    jpeg_quality: int = Field(default=95, ge=1, le=100)
+    #: Worker processes; ``None`` uses every available CPU core.
+    workers: int | None = Field(default=None, ge=1)
+    device: str = "cpu"
+    #: Values for the manifest label columns of every input; with a manifest they fill only empty cells.
+    labels: dict[str, str] = Field(default_factory=dict)
+    progress: bool = True
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(labels) - set(LABEL_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown label column(s) {unknown}; valid: {list(LABEL_COLUMNS)}")
+        result = {key: str(value) for key, value in labels.items() if value is not None}
+        if "label" in result:
+            result["label"] = normalize_label(result["label"], "labels.label")
+        return result
+
+    @model_validator(mode="after")
+    def _check_alignment(self) -> PreprocessConfig:
+        if self.align == "deepfakebench" and self.detector != "mtcnn":
+            raise ValueError(
+                f"align={self.align!r} needs facial landmarks, which only the mtcnn detector gives "
+                f"(detector is {self.detector!r})"
+            )
+        return self
+
+    @property
+    def resolved_margin(self) -> float:
+        if self.margin is not None:
+            return self.margin
+        return 0.0 if self.detector == "none" else 0.3
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that shape the crops; an output folder keeps one set of them."""
+        settings = {
+            "detector": self.detector,
+            "detector_options": self.detector_options,
+            "size": self.size,
+            "faces": self.faces,
+            "frames": self.frames,
+            "align": self.align,
+            "min_score": self.min_score,
+            "format": self.format,
+        }
+        if self.align == "none":
+            settings["margin"] = self.resolved_margin
+        else:
+            settings["scale"] = self.scale
+        if self.format == "jpg":
+            settings["jpeg_quality"] = self.jpeg_quality
+        return json.loads(json.dumps(settings, default=str))
+
+
+def normalize_label(value: Any, where: str) -> str:
+    """``0``/``1`` as strings from ``0``, ``1``, ``real``, ``fake`` (any case) or empty (unknown)."""
+    text = str(value).strip().lower()
+    if text in ("", "nan", "none"):
+        return ""
+    if text in ("0", "0.0", "real", "false"):
+        return "0"
+    if text in ("1", "1.0", "fake", "true"):
+        return "1"
+    raise PreprocessError(f"{where}: label {value!r} is not one of 0, 1, real, fake")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: an image or video file, or a folder (recorded so that empty folders are reported)."""
+
+    path: Path  # absolute, resolved
+    display: str  # as the user wrote it (input path or manifest cell); the manifest's ``source``
+    kind: Literal["image", "video", "folder"]
+    labels: dict[str, str] = field(default_factory=dict)
+    #: For folders: how many images and videos were found under it.
+    files_found: int = 0
+
+    @property
+    def key(self) -> str:
+        return source_key(self.path)
+
+
+@dataclass(frozen=True)
+class PreprocessResult:
+    """What a :func:`preprocess` run did. Counts refer to this run's sources, ``faces`` to the manifest."""
+
+    out_dir: Path
+    manifest_path: Path
+    skipped_path: Path
+    sources: int  # image and video files in this run's input
+    processed: int  # decoded and searched for faces in this run
+    resumed: int  # reused from an earlier run
+    written: int  # crop files written in this run
+    skipped: int  # sources (and empty folders) that gave no crop, including failures
+    failed: int  # sources that hit an unexpected error (retried by the next run)
+    faces: int  # rows in the manifest
+
+
+def source_key(path: Path) -> str:
+    """A stable 64-bit hex id of a source, from its absolute path."""
+    return hashlib.sha1(path.as_posix().encode("utf-8")).hexdigest()[:16]
+
+
+def _safe_stem(display: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(display).stem)[:60].strip("._")
+    return stem or "file"
+
+
+def output_path(source: Source, frame: int | None, face_index: int, file_format: str) -> str:
+    """The crop's path relative to the output folder (deterministic: same source, same name)."""
+    base = f"{FACES_DIR}/{source.key[:2]}/{source.key}_{_safe_stem(source.display)}"
+    if frame is None:
+        return f"{base}_{face_index}.{file_format}"
+    return f"{base}/{frame:06d}_{face_index}.{file_format}"
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+def sources_from_paths(
+    paths: Iterable[str | Path], labels: dict[str, str] | None = None, exclude: Path | None = None
+) -> list[Source]:
+    """Expand files and folders (recursively; hidden entries and ``exclude`` skipped) into sources.
+
+    Besides the files, every folder becomes a ``folder`` source whose ``files_found`` counts the images
+    and videos below it, so that folders without any are reported; a folder inside an empty folder is
+    left out (its parent already reports it).
+    """
+    labels = {column: "" for column in LABEL_COLUMNS} | (labels or {})
+    excluded = exclude.resolve() if exclude is not None else None
+    sources: list[Source] = []
+    for raw in paths:
+        given = Path(raw)
+        if not given.exists():
+            raise PreprocessError(f"{raw}: input not found")
+        if not given.is_dir():
+            sources.append(Source(given.resolve(), str(raw), _kind_of(given), dict(labels)))
+            continue
+        folders, files = _walk(given, excluded)
+        counts = dict.fromkeys(folders, 0)
+        for relative in files:
+            for parent in relative.parents:
+                counts[parent] += 1
+        for folder in folders:
+            parent_count = counts.get(folder.parent, 0) if folder != Path(".") else 1
+            if counts[folder] == 0 and parent_count == 0:
+                continue
+            display = str(raw) if folder == Path(".") else str(given / folder)
+            sources.append(
+                Source(
+                    (given / folder).resolve(), display, "folder", dict(labels), files_found=counts[folder]
+                )
+            )
+        for relative in files:
+            file = given / relative
+            sources.append(Source(file.resolve(), str(file), _kind_of(file), dict(labels)))
+    return _unique(sources)
+
+
+def _kind_of(path: Path) -> Literal["image", "video"]:
+    return "video" if is_video_path(path) else "image"
+
+
+def _walk(folder: Path, excluded: Path | None) -> tuple[list[Path], list[Path]]:
+    """Sub-folders (``.`` first) and image / video files below ``folder``, relative to it, sorted."""
+    wanted = (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS)
+    folders: list[Path] = []
+    files: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        here = Path(root)
+        folders.append(here.relative_to(folder))
+        dirs[:] = sorted(
+            name
+            for name in dirs
+            if not name.startswith(".") and (excluded is None or (here / name).resolve() != excluded)
+        )
+        files.extend(
+            (here / name).relative_to(folder)
+            for name in sorted(names)
+            if not name.startswith(".") and name.lower().endswith(wanted)
+        )
+    return folders, files
+
+
+def _unique(sources: list[Source]) -> list[Source]:
+    """Drop repeats of the same file (given twice, or inside two given folders); the first one wins."""
+    seen: set[str] = set()
+    unique = []
+    for source in sources:
+        if source.key not in seen:
+            seen.add(source.key)
+            unique.append(source)
+    return unique
+
+
+def sources_from_manifest(
+    manifest: str | Path, root: str | Path | None = None, labels: dict[str, str] | None = None
+) -> list[Source]:
+    """One source per manifest row (CSV or Parquet, needs a ``path`` column), keeping its other columns.
+
+    Relative paths resolve against ``root`` (default: the manifest's folder); ``labels`` fill empty cells.
+    """
+    from mfclip.data.manifest import read_manifest
+
+    manifest = Path(manifest)
+    table = read_manifest(manifest)
+    if "path" not in table.columns:
+        raise PreprocessError(f"{manifest}: no 'path' column (columns: {list(table.columns)})")
+    base = Path(root) if root is not None else manifest.parent
+    fill = labels or {}
+    own = {"path", *FACE_COLUMNS}
+    extras = [c for c in table.columns if c not in own and c not in LABEL_COLUMNS]
+    sources = []
+    for number, row in enumerate(table.to_dict("records")):  # 0-based, as manifest validation names rows
+        where = f"{manifest}: row {number}"
+        cell = str(row["path"]).strip()
+        if not cell:
+            raise PreprocessError(f"{where}: empty path")
+        row_labels = {column: str(row.get(column, "")) for column in LABEL_COLUMNS}
+        for column, value in fill.items():
+            if not row_labels.get(column):
+                row_labels[column] = value
+        row_labels["label"] = normalize_label(row_labels["label"], f"{where}, column 'label'")
+        row_labels.update({column: str(row[column]) for column in extras})
+        file = Path(cell) if Path(cell).is_absolute() else base / cell
+        sources.append(Source(file.resolve(), cell, _kind_of(file), row_labels))
+    return _unique(sources)
+
+
+# --------------------------------------------------------------------------------------------- log
+
+
+class ProgressLog:
+    """Append-only JSON-lines record of finished sources; the latest line per source wins."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[str, dict[str, Any]] = {}
+        self._handle: Any = None
+        self._unsynced = 0
+        if path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        with self.path.open("r", encoding="utf-8") as handle:
+            for line in handle:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash: that source is simply redone
+                if isinstance(record, dict) and "key" in record:
+                    self.records[record["key"]] = record
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("a", encoding="utf-8")
+        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._handle.flush()
+        self._unsynced += 1
+        if self._unsynced >= 64:
+            os.fsync(self._handle.fileno())
+            self._unsynced = 0
+        self.records[record["key"]] = record
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._handle = None
+
+    def compact(self) -> None:
+        """Rewrite the log with only the latest record per source (atomically), dropping folder records
+        that report nothing."""
+        self.close()
+        self.records = {
+            key: record
+            for key, record in self.records.items()
+            if record.get("kind") != "folder" or record.get("status") != "ok"
+        }
+        with atomic_write(self.path) as handle:
+            for key in sorted(self.records):
+                handle.write(json.dumps(self.records[key], separators=(",", ":")) + "\n")
+
+
+# --------------------------------------------------------------------------------------------- work
+
+
+def _stat(path: Path) -> list[int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return [info.st_size, info.st_mtime_ns]
+
+
+def _new_record(source: Source) -> dict[str, Any]:
+    return {
+        "key": source.key,
+        "source": source.display,
+        "kind": source.kind,
+        "stat": _stat(source.path),
+        "status": "ok",
+        "reason": "",
+        "labels": source.labels,
+        "faces": [],
+    }
+
+
+def _skip(record: dict[str, Any], reason: str, status: str = "skipped") -> dict[str, Any]:
+    record["status"] = status
+    record["reason"] = reason
+    return record
+
+
+def _encode(crop: np.ndarray, file_format: str, jpeg_quality: int) -> bytes:
+    import cv2
+
+    bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if file_format == "jpg" else []
+    ok, buffer = cv2.imencode(f".{file_format}", bgr, params)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {file_format} image")
+    return buffer.tobytes()
+
+
+def _select(faces: list[FaceBox], config: PreprocessConfig) -> list[FaceBox]:
+    kept = [face for face in faces if face.score >= config.min_score and face.area > 0]
+    return kept[:1] if config.faces == "largest" else kept
+
+
+def process_source(
+    source: Source, config: PreprocessConfig, detector: FaceDetector, out_dir: Path
+) -> tuple[dict[str, Any], int]:
+    """Crop the faces of one image or video into ``out_dir``; returns its log record and files written.
+
+    Crops that already exist are not rewritten. Unreadable input and "no face" become a ``skipped``
+    record; any other error a ``failed`` record (retried by the next run), so one bad file never stops a
+    long job.
+    """
+    record = _new_record(source)
+    if record["stat"] is None:
+        return _skip(record, "file not found"), 0
+    try:
+        if source.kind == "video":
+            frames: list[tuple[int | None, np.ndarray]] = list(sample_frames(source.path, config.frames))
+        else:
+            frames = [(None, np.asarray(load_image(source.path, name=source.display)))]
+    except ImageDecodeError as exc:
+        return _skip(record, f"unreadable image: {exc.reason}"), 0
+    except VideoDecodeError as exc:
+        return _skip(record, f"unreadable video: {exc.reason}"), 0
+    except Exception as exc:
+        return _skip(record, f"{type(exc).__name__}: {exc}", "failed"), 0
+
+    written = 0
+    try:
+        detections = detector.detect_batch([image for _, image in frames])
+        for (frame, image), found in zip(frames, detections, strict=True):
+            for face_index, face in enumerate(_select(found, config)):
+                relative = output_path(source, frame, face_index, config.format)
+                target = out_dir / relative
+                if not target.exists():
+                    if config.align == "deepfakebench":
+                        crop = align_face(image, face.landmarks, size=config.size, scale=config.scale)
+                    else:
+                        crop = crop_face(image, face, margin=config.resolved_margin, size=config.size)
+                    atomic_write_bytes(target, _encode(crop, config.format, config.jpeg_quality))
+                    written += 1
+                record["faces"].append(
+                    {
+                        "path": relative,
+                        "frame": frame,
+                        "face_index": face_index,
+                        "box": [round(v, 2) for v in (face.x0, face.y0, face.x1, face.y1)],
+                        "score": round(face.score, 5),
+                    }
+                )
+    except Exception as exc:
+        record["faces"] = []
+        return _skip(record, f"{type(exc).__name__}: {exc}", "failed"), written
+    if not record["faces"]:
+        where = (
+            f" in {len(frames)} sampled frame{'s' if len(frames) != 1 else ''}"
+            if source.kind == "video"
+            else ""
+        )
+        return _skip(record, f"no face detected{where}"), written
+    return record, written
+
+
+def _reusable(record: dict[str, Any] | None, source: Source, out_dir: Path) -> bool:
+    if record is None or record.get("status") not in _FINAL_STATUSES or record.get("kind") != source.kind:
+        return False
+    if record.get("stat") != _stat(source.path):
+        return False
+    return all((out_dir / face["path"]).exists() for face in record.get("faces", []))
+
+
+def _folder_record(source: Source) -> dict[str, Any]:
+    record = _new_record(source)
+    record["stat"] = None
+    if source.files_found == 0:
+        _skip(record, "folder holds no images or videos")
+    return record
+
+
+# --------------------------------------------------------------------------------------------- workers
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: PreprocessConfig, out_dir: str, threads: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(threads)
+    if config.detector == "mtcnn":
+        import torch
+
+        torch.set_num_threads(threads)
+    _WORKER["config"] = config
+    _WORKER["out_dir"] = Path(out_dir)
+    _WORKER["detector"] = build_detector(config)
+
+
+def _run_in_worker(source: Source) -> tuple[dict[str, Any], int]:
+    return process_source(source, _WORKER["config"], _WORKER["detector"], _WORKER["out_dir"])
+
+
+def build_detector(config: PreprocessConfig) -> FaceDetector:
+    return get_detector(config.detector, device=config.device, **config.detector_options)
+
+
+def available_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return max(os.cpu_count() or 1, 1)
+
+
+def _run_all(
+    sources: Sequence[Source], config: PreprocessConfig, out_dir: Path
+) -> Iterator[tuple[dict[str, Any], int]]:
+    """Process ``sources`` inline (one worker) or over a process pool; yields results as they finish."""
+    if not sources:
+        return
+    workers = min(config.workers or available_cpus(), max(len(sources), 1))
+    if workers <= 1:
+        detector = build_detector(config)
+        for source in sources:
+            yield process_source(source, config, detector, out_dir)
+        return
+
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    build_detector(config)  # fail fast in this process on a bad detector or missing package
+    threads = max(available_cpus() // workers, 1)
+    # "spawn": forking a process that already runs torch / OpenMP threads can deadlock the children.
+    context = multiprocessing.get_context("spawn")
+    pending: dict[Any, Source] = {}
+    queue = iter(sources)
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(config, str(out_dir), threads),
+    ) as pool:
+        try:
+            while True:
+                while len(pending) < workers * 4:
+                    source = next(queue, None)
+                    if source is None:
+                        break
+                    pending[pool.submit(_run_in_worker, source)] = source
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    pending.pop(future)
+                    yield future.result()
+        except BrokenProcessPool:
+            names = ", ".join(sorted(s.display for s in pending.values())[:5])
+            raise PreprocessError(
+                f"a worker process died (out of memory?) while processing one of: {names}. Finished work is "
+                "kept; rerun the same command to resume (with fewer --workers if memory is short)"
+            ) from None
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def _check_settings(out_dir: Path, config: PreprocessConfig) -> None:
+    path = out_dir / SETTINGS_FILE
+    settings = config.output_settings()
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
+        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+            raise PreprocessError(
+                f"{path}: unreadable ({exc}); remove it or use another output folder"
+            ) from None
+        changed = [
+            f"{key}: {stored.get(key)!r} -> {settings.get(key)!r}"
+            for key in sorted(set(stored) | set(settings))
+            if stored.get(key) != settings.get(key)
+        ]
+        if changed:
+            raise PreprocessError(
+                f"{out_dir} holds crops made with other settings ({'; '.join(changed)}); "
+                "use another output folder, or the same settings to resume"
+            )
+        return
+    atomic_write_json(path, {"format": "mfclip-preprocess", "format_version": 1, "settings": settings})
+
+
+def preprocess(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    config: PreprocessConfig | None = None,
+    *,
+    manifest: str | Path | None = None,
+    root: str | Path | None = None,
+) -> PreprocessResult:
+    """Detect and crop faces in ``inputs`` (image / video files and folders, searched recursively) or in
+    the rows of ``manifest``; write the crops, ``manifest.csv`` and ``skipped.csv`` under ``out_dir``.
+
+    Resumable: rerunning the same command reuses finished sources and writes nothing new.
+    """
+    config = config or PreprocessConfig()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PreprocessError(f"{out_dir}: output path exists and is not a folder")
+    if manifest is None and not inputs:
+        raise PreprocessError("nothing to preprocess: give input files or folders, or a manifest")
+    if manifest is not None and inputs:
+        raise PreprocessError("give either input paths or a manifest, not both")
+    if manifest is not None:
+        sources = sources_from_manifest(manifest, root, config.labels)
+    else:
+        sources = sources_from_paths(inputs, config.labels, exclude=out_dir)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out_dir):
+        _check_settings(out_dir, config)
+        return _preprocess_locked(sources, out_dir, config)
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold ``DIR/.lock`` so two runs never append to (and compact) the same log at once."""
+    lock = out_dir / LOCK_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None:
+                raise PreprocessError(
+                    f"{out_dir} is in use by another preprocess run (process {holder}); wait for it to "
+                    f"finish or use another output folder (remove {lock} if no such run exists)"
+                ) from None
+            lock.unlink(missing_ok=True)  # left behind by a run that was killed
+    else:
+        raise PreprocessError(f"{lock}: cannot take the output folder's lock")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_holder(lock: Path) -> int | None:
+    """The live process holding ``lock``, or None when the lock is stale."""
+    try:
+        pid = int(lock.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def _preprocess_locked(sources: list[Source], out_dir: Path, config: PreprocessConfig) -> PreprocessResult:
+    log = ProgressLog(out_dir / LOG_FILE)
+    files = [s for s in sources if s.kind != "folder"]
+    counts = {"processed": 0, "resumed": 0, "written": 0, "skipped": 0, "failed": 0}
+    todo: list[Source] = []
+    try:
+        for source in sources:
+            previous = log.records.get(source.key)
+            if source.kind == "folder":
+                # Only empty folders are logged, plus the record that clears an earlier "empty".
+                record = _folder_record(source)
+                if (previous is None and record["status"] != "ok") or (
+                    previous is not None and _differs(previous, record, ("status", "reason", "source"))
+                ):
+                    log.append(record)
+                counts["skipped"] += record["status"] != "ok"
+            elif _reusable(previous, source, out_dir):
+                assert previous is not None
+                counts["resumed"] += 1
+                counts["skipped"] += previous["status"] != "ok"
+                if previous.get("labels") != source.labels or previous.get("source") != source.display:
+                    log.append({**previous, "labels": source.labels, "source": source.display})
+            else:
+                todo.append(source)
+
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(todo), desc="preprocess", unit="file", disable=not config.progress) as bar:
+            for record, written in _run_all(todo, config, out_dir):
+                log.append(record)
+                counts["processed"] += 1
+                counts["written"] += written
+                counts["skipped"] += record["status"] != "ok"
+                counts["failed"] += record["status"] == "failed"
+                bar.update(1)
+                bar.set_postfix(skipped=counts["skipped"], refresh=False)
+    finally:
+        log.close()
+
+    faces = _write_tables(log.records, out_dir)
+    log.compact()
+    return PreprocessResult(
+        out_dir=out_dir,
+        manifest_path=out_dir / MANIFEST_FILE,
+        skipped_path=out_dir / SKIPPED_FILE,
+        sources=len(files),
+        faces=faces,
+        **counts,
+    )
+
+
+def _differs(a: dict[str, Any], b: dict[str, Any], keys: Sequence[str]) -> bool:
+    return any(a.get(key) != b.get(key) for key in keys)
+
+
+def manifest_rows(records: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Manifest rows (sorted by source, frame, face) and their columns, from log records."""
+    rows: list[dict[str, Any]] = []
+    extras: list[str] = []
+    for record in records.values():
+        if record.get("status") != "ok":
+            continue
+        labels = dict(record.get("labels") or {})
+        if record["kind"] == "video" and not labels.get("video_id"):
+            labels["video_id"] = record["source"]
+        for column in labels:
+            if column not in LABEL_COLUMNS and column not in extras:
+                extras.append(column)
+        for face in record["faces"]:
+            x0, y0, x1, y1 = face["box"]
+            rows.append(
+                {
+                    **{column: labels.get(column, "") for column in LABEL_COLUMNS},
+                    **{column: value for column, value in labels.items() if column not in LABEL_COLUMNS},
+                    "path": face["path"],
+                    "source": record["source"],
+                    "frame": "" if face["frame"] is None else face["frame"],
+                    "face_index": face["face_index"],
+                    "box_x0": x0,
+                    "box_y0": y0,
+                    "box_x1": x1,
+                    "box_y1": y1,
+                    "score": face["score"],
+                }
+            )
+    rows.sort(key=lambda r: (r["source"], -1 if r["frame"] == "" else r["frame"], r["face_index"], r["path"]))
+    return rows, [*MANIFEST_COLUMNS, *sorted(extras)]
+
+
+def _write_tables(records: dict[str, dict[str, Any]], out_dir: Path) -> int:
+    rows, columns = manifest_rows(records)
+    with atomic_write(out_dir / MANIFEST_FILE) as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    skipped = sorted(
+        (
+            {"source": r["source"], "kind": r["kind"], "reason": r["reason"]}
+            for r in records.values()
+            if r["status"] != "ok"
+        ),
+        key=lambda r: (r["source"], r["kind"]),
+    )
+    with atomic_write(out_dir / SKIPPED_FILE) as handle:
+        writer = csv.DictWriter(handle, fieldnames=SKIPPED_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(skipped)
+    return len(rows)
+
+
+__all__ = [
+    "LABEL_COLUMNS",
+    "MANIFEST_COLUMNS",
+    "PreprocessConfig",
+    "PreprocessError",
+    "PreprocessResult",
+    "Source",
+    "normalize_label",
+    "output_path",
+    "preprocess",
+    "process_source",
+    "sources_from_manifest",
+    "sources_from_paths",
+]

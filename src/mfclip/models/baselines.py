@@ -1,0 +1,282 @@
+"""Baseline detectors that run in the same harness as MFCLIP (training, evaluation, export, serving).
+
+- ``clip_probe``: a frozen open_clip image tower and a trainable linear head (a CLIP linear probe);
+- ``clip_finetune``: the same image tower and head, everything trainable (full fine-tuning);
+- ``timm_cnn``: any timm image classifier with a two-class head, e.g. ``legacy_xception`` or
+  ``efficientnet_b4`` (built with ``pretrained=False``; load local weights with
+  :meth:`TimmCNN.load_backbone_weights`).
+
+Like every detector they take RGB images in ``[0, 1]`` of shape (B, 3, S, S) and normalise internally.
+The CLIP baselines expose their tower through ``clip_towers()``, so ``create_model(...,
+clip_weights=PATH)`` loads pretrained CLIP weights into them exactly as into MFCLIP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from pydantic import Field
+from torch import nn
+
+from mfclip.models.base import DetectorModel, ModelOutput
+from mfclip.models.config import ClipViTConfig
+from mfclip.models.registry import register_model_type
+from mfclip.models.vision import build_clip_vit
+from mfclip.utils.config import ConfigError, StrictConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+Normalization = Literal["clip", "imagenet", "inception", "timm", "none"]
+_FIXED_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "clip": (tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD)),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+
+def check_images(images: torch.Tensor, size: int) -> None:
+    """Raise ValueError naming the problem unless ``images`` is a float (B, 3, size, size) batch."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (size, size):
+        raise ValueError(f"images must have shape (B, 3, {size}, {size}), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point in [0, 1], got {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch")
+
+
+class _Normalize(nn.Module):
+    """(x − mean) / std per channel, as non-persistent buffers (checkpoints do not carry them)."""
+
+    def __init__(self, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> None:
+        super().__init__()
+        self.enabled = mean is not None and std is not None
+        mean_t = torch.tensor(mean if mean is not None else (0.0, 0.0, 0.0)).view(1, 3, 1, 1)
+        std_t = torch.tensor(std if std is not None else (1.0, 1.0, 1.0)).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / std_t, persistent=False)
+        self.register_buffer("shift", -mean_t / std_t, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return images
+        return torch.addcmul(self.shift.to(images.dtype), images, self.scale.to(images.dtype))
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLIP linear probe and full fine-tune
+# ---------------------------------------------------------------------------------------------------
+
+
+class ClipBaselineConfig(StrictConfig):
+    """A CLIP image tower (any open_clip ViT config) with a linear two-class head.
+
+    ``type: clip_probe`` freezes the tower (only the head trains); ``type: clip_finetune`` trains both.
+    ``normalize_features`` L2-normalises the tower's embedding before the head (``feature_scale``
+    then multiplies it, since unit vectors give tiny logits).
+    """
+
+    type: Literal["clip_probe", "clip_finetune"] = "clip_probe"
+    name: str | None = None
+    description: str = ""
+    image_size: int = Field(default=224, gt=0)
+    embed_dim: int = Field(default=512, gt=0)  # the tower's output (projection) dimension
+    clip_vit: ClipViTConfig = Field(default_factory=ClipViTConfig)
+    normalize: Literal["clip", "none"] = "clip"
+    normalize_features: bool = False
+    feature_scale: float = Field(default=10.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @property
+    def frozen_backbone(self) -> bool:
+        return self.type == "clip_probe"
+
+
+class ClipBaseline(DetectorModel):
+    """open_clip ``VisionTransformer`` → (optional L2 norm) → dropout → Linear(embed_dim, 2)."""
+
+    config: ClipBaselineConfig
+
+    def __init__(self, config: ClipBaselineConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.visual = build_clip_vit(config.clip_vit, config.image_size, config.embed_dim)
+        mean, std = _FIXED_STATS["clip"] if config.normalize == "clip" else (None, None)
+        self.normalize = _Normalize(mean, std)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.embed_dim, 2)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+        if config.frozen_backbone:
+            self.visual.requires_grad_(False)
+            self.visual.eval()
+
+    def train(self, mode: bool = True) -> ClipBaseline:
+        super().train(mode)
+        if self.config.frozen_backbone:
+            self.visual.eval()  # a probe's features never change, whatever the training mode
+        return self
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The tower's image embedding (B, embed_dim), unnormalised."""
+        check_images(images, self.image_size)
+        return self.visual(self.normalize(images))
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        prompt_tokens: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        features = self.features(images)
+        pooled = features
+        if self.config.normalize_features:
+            pooled = F.normalize(features, dim=-1) * self.config.feature_scale
+        logits = self.head(self.dropout(pooled))
+        return ModelOutput(logits=logits, image_features=features)
+
+    def clip_towers(self) -> dict[str, nn.Module | None]:
+        return {"visual": self.visual, "text": None}
+
+    def explain_target_layers(self) -> list[nn.Module]:
+        return [self.visual.transformer.resblocks[-1].ln_1]
+
+    def explain_reshape_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        grid = self.visual.grid_size
+
+        def tokens_to_map(activation: torch.Tensor) -> torch.Tensor:
+            patches = activation[:, 1:]  # drop CLS
+            return patches.reshape(patches.shape[0], grid[0], grid[1], -1).permute(0, 3, 1, 2)
+
+        return tokens_to_map
+
+
+@register_model_type("clip_probe", ClipBaselineConfig)
+def build_clip_probe(config: ClipBaselineConfig) -> ClipBaseline:
+    """Builder for ``type: clip_probe`` (frozen CLIP image tower + linear head)."""
+    return ClipBaseline(config)
+
+
+@register_model_type("clip_finetune", ClipBaselineConfig)
+def build_clip_finetune(config: ClipBaselineConfig) -> ClipBaseline:
+    """Builder for ``type: clip_finetune`` (CLIP image tower + linear head, all trainable)."""
+    return ClipBaseline(config)
+
+
+# ---------------------------------------------------------------------------------------------------
+# timm CNN
+# ---------------------------------------------------------------------------------------------------
+
+
+class TimmCNNConfig(StrictConfig):
+    """A timm classifier (``arch``: any ``timm.list_models()`` name) with a two-class head.
+
+    ``normalize: timm`` uses the mean/std the architecture's pretrained weights expect (Inception
+    statistics for Xception, ImageNet for EfficientNet). Weights are never downloaded.
+    """
+
+    type: Literal["timm_cnn"] = "timm_cnn"
+    name: str | None = None
+    description: str = ""
+    arch: str = "legacy_xception"
+    image_size: int = Field(default=299, gt=0)
+    normalize: Normalization = "timm"
+    drop_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    kwargs: dict[str, int | float | str | bool] = Field(default_factory=dict)  # extra timm arguments
+
+
+def _timm_stats(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    import timm
+
+    config = timm.get_pretrained_cfg(arch)
+    mean = getattr(config, "mean", None) if config is not None else None
+    std = getattr(config, "std", None) if config is not None else None
+    if mean is None or std is None:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(mean), tuple(std)
+
+
+class TimmCNN(DetectorModel):
+    """A timm image classifier with two outputs (real, fake)."""
+
+    config: TimmCNNConfig
+
+    def __init__(self, config: TimmCNNConfig) -> None:
+        super().__init__()
+        import timm
+
+        self.config = config
+        if not timm.is_model(config.arch):
+            from mfclip.utils.config import closest
+
+            hint = closest(config.arch, timm.list_models())
+            suggestion = f"; did you mean {hint!r}?" if hint else ""
+            raise ConfigError(f"arch: unknown timm model {config.arch!r}{suggestion}")
+        self.network = timm.create_model(
+            config.arch,
+            pretrained=False,
+            num_classes=2,
+            drop_rate=config.drop_rate,
+            **config.kwargs,
+        )
+        if config.normalize == "none":
+            mean, std = None, None
+        elif config.normalize == "timm":
+            mean, std = _timm_stats(config.arch)
+        else:
+            mean, std = _FIXED_STATS[config.normalize]
+        self.normalize = _Normalize(mean, std)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        prompt_tokens: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        check_images(images, self.image_size)
+        network = self.network
+        features = network.forward_head(network.forward_features(self.normalize(images)), pre_logits=True)
+        return ModelOutput(logits=network.get_classifier()(features), image_features=features)
+
+    def load_backbone_weights(self, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
+        """Load a timm/torchvision state dict (``.pth``, ``.bin``, ``.safetensors``) into the network.
+
+        The classifier of the file (e.g. 1000 ImageNet classes) is skipped when its shape differs from
+        the two-class head. Returns ``{"missing": [...], "unexpected": [...]}``.
+        """
+        from mfclip.models.checkpoint import CheckpointError, load_state_dict_into, read_torch_file
+
+        state = read_torch_file(path)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+        own = self.network.state_dict()
+        classifier = self.network.default_cfg.get("classifier", "")
+        kept = {
+            k: v
+            for k, v in state.items()
+            if isinstance(v, torch.Tensor)
+            and not (k.startswith(f"{classifier}.") and k in own and v.shape != own[k].shape)
+        }
+        return load_state_dict_into(self.network, kept, strict=strict, source=str(path))
+
+    def explain_target_layers(self) -> list[nn.Module]:
+        info = getattr(self.network, "feature_info", None)
+        if info:
+            last = info[-1] if isinstance(info, list) else info.info[-1]
+            name = last.get("module") if isinstance(last, dict) else None
+            if name:
+                return [self.network.get_submodule(name)]
+        raise NotImplementedError(f"no Grad-CAM target layer known for timm model {self.config.arch!r}")
+
+
+@register_model_type("timm_cnn", TimmCNNConfig)
+def build_timm_cnn(config: TimmCNNConfig) -> TimmCNN:
+    """Builder for ``type: timm_cnn``."""
+    return TimmCNN(config)

@@ -1,0 +1,244 @@
+"""The fine-grained language encoder (FLE): four hierarchical prompts → one text feature ``t``.
+
+The tower is an unmodified ``open_clip.transformer.TextTransformer`` (77 positions, vocabulary 49,408),
+so pretrained CLIP text weights load into it as they are. Pooling modes:
+
+- ``per_level``: each configured level is encoded on its own, then the level features are fused by a
+  masked mean or a learned softmax-weighted sum;
+- ``concat_last``: the configured levels' 77-token blocks are concatenated into one causal sequence and
+  pooled at the end-of-text token of the row's last known level;
+- ``concat_first``: the released behaviour, pooled at the end-of-text token of the first prompt (later
+  levels cannot change the feature).
+
+Because the tower is causal, tokens after the pooled position cannot change the result; sequences are
+cut just after the last pooled position of the batch, and distinct token rows are encoded once.
+"""
+
+from __future__ import annotations
+
+import torch
+from open_clip.transformer import LayerNorm, QuickGELU, TextTransformer
+from torch import nn
+
+from mfclip.models.config import TextConfig
+from mfclip.prompts import CONTEXT_LENGTH, NUM_LEVELS, VOCAB_SIZE
+
+
+def build_text_tower(config: TextConfig, embed_dim: int) -> TextTransformer:
+    """An open_clip ``TextTransformer`` with standard state_dict keys, output dimension ``embed_dim``."""
+    sizes = config.resolved()
+    return TextTransformer(
+        context_length=CONTEXT_LENGTH,
+        vocab_size=VOCAB_SIZE,
+        width=sizes["width"],
+        heads=sizes["heads"],
+        layers=sizes["layers"],
+        mlp_ratio=sizes["mlp_ratio"],
+        output_dim=embed_dim,
+        act_layer=QuickGELU if sizes["quick_gelu"] else nn.GELU,
+        norm_layer=LayerNorm,
+    )
+
+
+class FineGrainedLanguageEncoder(nn.Module):
+    """Hierarchical prompt tokens (B, 4, 77) and their level mask (B, 4) → fused text feature (B, D)."""
+
+    def __init__(self, config: TextConfig, embed_dim: int) -> None:
+        super().__init__()
+        self.config = config
+        self.levels = list(config.levels)
+        self.tower = build_text_tower(config, embed_dim)
+        width = self.tower.width
+        self.level_logits: nn.Parameter | None = None
+        self.concat_positional_embedding: nn.Parameter | None = None
+        self.level_embedding: nn.Parameter | None = None
+        if config.pooling == "per_level":
+            if config.level_fusion == "learned":
+                self.level_logits = nn.Parameter(torch.zeros(NUM_LEVELS))
+        else:
+            length = NUM_LEVELS * CONTEXT_LENGTH
+            if config.concat_positions == "independent":
+                self.concat_positional_embedding = nn.Parameter(torch.empty(length, width))
+                nn.init.normal_(self.concat_positional_embedding, std=0.01)
+                # The tower's own 77 positions are not used in this mode.
+                self.tower.positional_embedding.requires_grad_(False)
+            else:
+                self.level_embedding = nn.Parameter(torch.zeros(NUM_LEVELS, width))
+            causal = torch.full((length, length), float("-inf")).triu_(1)
+            self.register_buffer("concat_attn_mask", causal, persistent=False)
+        if config.freeze:
+            for param in self.parameters():
+                param.requires_grad_(False)
+        self._cache: dict[bytes, torch.Tensor] = {}
+        self._cache_key: tuple | None = None
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.tower.output_dim)
+
+    # ---- public API -------------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Fused text feature ``t`` (B, D), unnormalised."""
+        tokens, mask = self._check(tokens, mask)
+        if self.config.pooling == "per_level":
+            features = self.encode_levels(tokens)  # (B, L, D)
+            return self._fuse(features, mask)
+        sequences, pool_index = self._concat(tokens, mask)
+        return self._encode_unique(sequences, pool_index)
+
+    def encode_levels(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-level features (B, len(levels), D) of the configured levels, each prompt encoded alone."""
+        batch = tokens.shape[0]
+        rows = tokens[:, [lvl - 1 for lvl in self.levels]].reshape(-1, CONTEXT_LENGTH)
+        features = self._encode_unique(rows, rows.argmax(dim=-1))
+        return features.reshape(batch, len(self.levels), -1)
+
+    def encode_prompt_table(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Features of a fixed prompt set, cached by content while the weights do not change.
+
+        ``tokens`` is (N, 77) for single prompts (encoded by the standard 77-position tower) or
+        (N, 4, 77) for full hierarchical rows (pooled and fused as in :meth:`forward`, all levels known).
+        """
+        with torch.no_grad():
+            if tokens.dim() == 2:
+                tokens = self._check_rows(tokens)
+                return self._encode_unique(tokens, tokens.argmax(dim=-1), use_cache=True)
+            tokens, mask = self._check(tokens, None)
+            if self.config.pooling == "per_level":
+                batch = tokens.shape[0]
+                rows = tokens[:, [lvl - 1 for lvl in self.levels]].reshape(-1, CONTEXT_LENGTH)
+                feats = self._encode_unique(rows, rows.argmax(dim=-1), use_cache=True)
+                return self._fuse(feats.reshape(batch, len(self.levels), -1), mask)
+            sequences, pool_index = self._concat(tokens, mask)
+            return self._encode_unique(sequences, pool_index, use_cache=True)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._cache_key = None
+
+    # ---- internals --------------------------------------------------------------------------------
+    def _check(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if (
+            not isinstance(tokens, torch.Tensor)
+            or tokens.dim() != 3
+            or tuple(tokens.shape[1:])
+            != (
+                NUM_LEVELS,
+                CONTEXT_LENGTH,
+            )
+        ):
+            shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise ValueError(
+                f"prompt_tokens must have shape (B, {NUM_LEVELS}, {CONTEXT_LENGTH}), got {shape}"
+            )
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"prompt_tokens must be an integer tensor, got {tokens.dtype}")
+        tokens = tokens.long()
+        if mask is None:
+            mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        elif tuple(mask.shape) != tuple(tokens.shape[:2]):
+            raise ValueError(
+                f"prompt_mask must have shape {tuple(tokens.shape[:2])}, got {tuple(mask.shape)}"
+            )
+        return tokens, mask.to(device=tokens.device, dtype=torch.bool)
+
+    @staticmethod
+    def _check_rows(tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[-1] != CONTEXT_LENGTH or tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(
+                f"prompt tokens must be integer rows of {CONTEXT_LENGTH}, got {tuple(tokens.shape)}"
+            )
+        return tokens.long()
+
+    def _used_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """(B, len(levels)) bool: levels that are configured and known; rows knowing none use all."""
+        used = mask[:, [lvl - 1 for lvl in self.levels]]
+        empty = ~used.any(dim=1, keepdim=True)
+        return used | empty
+
+    def _fuse(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        used = self._used_mask(mask)
+        if self.level_logits is not None:
+            logits = self.level_logits[[lvl - 1 for lvl in self.levels]].to(features.dtype)
+            logits = logits.unsqueeze(0).expand(used.shape).masked_fill(~used, float("-inf"))
+            weights = logits.softmax(dim=1)
+        else:
+            weights = used.to(features.dtype)
+            weights = weights / weights.sum(dim=1, keepdim=True)
+        return (features * weights.unsqueeze(-1)).sum(dim=1)
+
+    def _concat(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The configured levels' blocks side by side, and each row's pooling position."""
+        blocks = tokens[:, [lvl - 1 for lvl in self.levels]]  # (B, L, 77)
+        sequences = blocks.reshape(tokens.shape[0], -1)
+        eot = blocks.argmax(dim=-1)  # (B, L) end-of-text position inside each block
+        if self.config.pooling == "concat_first":
+            return sequences, eot[:, 0]
+        used = self._used_mask(mask)
+        positions = torch.arange(len(self.levels), device=tokens.device)
+        last = torch.where(used, positions, torch.full_like(positions, -1)).amax(dim=1)
+        pool_index = last * CONTEXT_LENGTH + eot.gather(1, last.unsqueeze(1)).squeeze(1)
+        return sequences, pool_index
+
+    def _weights_key(self) -> tuple:
+        first = next(self.parameters())
+        versions = tuple(p._version for p in self.parameters())
+        return (first.device, first.dtype, torch.is_inference_mode_enabled(), versions)
+
+    def _encode_unique(
+        self, rows: torch.Tensor, pool_index: torch.Tensor, use_cache: bool | None = None
+    ) -> torch.Tensor:
+        """Encode each distinct (row, pool position) once and scatter the features back to every row."""
+        if use_cache is None:
+            # Features are cached only where no gradient can flow into the tower.
+            use_cache = not torch.is_grad_enabled() or not any(p.requires_grad for p in self.parameters())
+        keyed = torch.cat([rows, pool_index.unsqueeze(1)], dim=1)
+        unique, inverse = torch.unique(keyed, dim=0, return_inverse=True)
+        if not use_cache:
+            return self._encode(unique[:, :-1], unique[:, -1])[inverse]
+        key = self._weights_key()
+        if key != self._cache_key:
+            self._cache.clear()
+            self._cache_key = key
+        unique_cpu = unique.cpu()
+        names = [row.numpy().tobytes() for row in unique_cpu]
+        missing = [i for i, name in enumerate(names) if name not in self._cache]
+        if missing:
+            idx = torch.tensor(missing, device=unique.device)
+            with torch.no_grad():
+                encoded = self._encode(unique[idx, :-1], unique[idx, -1])
+            for i, feature in zip(missing, encoded, strict=True):
+                self._cache[names[i]] = feature
+        return torch.stack([self._cache[name] for name in names])[inverse]
+
+    def _encode(self, rows: torch.Tensor, pool_index: torch.Tensor) -> torch.Tensor:
+        """Run the tower on token rows, cut after the last pooled position, pool at ``pool_index``."""
+        tower = self.tower
+        length = int(pool_index.max().item()) + 1
+        rows = rows[:, :length]
+        cast_dtype = tower.transformer.get_cast_dtype()
+        x = tower.token_embedding(rows).to(cast_dtype)
+        if self.config.pooling == "per_level":
+            x = x + tower.positional_embedding[:length].to(cast_dtype)
+            attn_mask = tower.attn_mask[:length, :length]
+        else:
+            x = x + self._concat_positions(length).to(cast_dtype)
+            attn_mask = self.concat_attn_mask[:length, :length]
+        x = tower.transformer(x, attn_mask=attn_mask)
+        x = tower.ln_final(x)
+        pooled = x[torch.arange(x.shape[0], device=x.device), pool_index]
+        projection = tower.text_projection
+        if projection is None:
+            return pooled
+        if isinstance(projection, nn.Linear):
+            return projection(pooled)
+        return pooled @ projection
+
+    def _concat_positions(self, length: int) -> torch.Tensor:
+        if self.concat_positional_embedding is not None:
+            return self.concat_positional_embedding[:length]
+        assert self.level_embedding is not None
+        level_ids = [lvl - 1 for lvl in self.levels]
+        positions = self.tower.positional_embedding.repeat(len(level_ids), 1)
+        offsets = self.level_embedding[level_ids].repeat_interleave(CONTEXT_LENGTH, dim=0)
+        return (positions + offsets)[:length]

@@ -1,0 +1,429 @@
+"""mfclip checkpoint directories: save → load round trips, tolerated prefixes, and every corruption case."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mfclip.models.base import DetectorModel, ModelOutput
+from mfclip.models.checkpoint import (
+    CheckpointError,
+    is_checkpoint_dir,
+    load_checkpoint,
+    load_state_dict_into,
+    read_checkpoint_config,
+    save_checkpoint,
+)
+from mfclip.models.registry import create_model, register_model_type
+from mfclip.utils.config import StrictConfig
+
+METADATA = {
+    "name": "mfclip-tiny-demo",
+    "train_manifest": "data/synthetic/manifest.csv",
+    "datasets": ["synthetic-faces"],
+    "protocol": "cross-generator",
+    "metrics": {"seen": {"auc": 0.91234, "ap": 0.9}, "unseen": {"auc": 0.71111, "ap": 0.7}},
+    "synthetic": True,
+    "epochs": 2,
+}
+
+
+def tiny_model(seed: int = 0, **overrides) -> DetectorModel:
+    torch.manual_seed(seed)
+    model = create_model("mfclip-tiny", **overrides)
+    with torch.no_grad():  # move every saved value away from its initialisation, buffers included
+        gen = torch.Generator().manual_seed(seed + 1)
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.01 * torch.randn(tensor.shape, generator=gen))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> DetectorModel:
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def saved(model: DetectorModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny", METADATA)
+
+
+def copy_checkpoint(saved: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    target.mkdir()
+    for item in saved.iterdir():
+        (target / item.name).write_bytes(item.read_bytes())
+    return target
+
+
+IMAGES = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+
+
+# ------------------------------------------------------------------------------------------------
+# Round trips
+# ------------------------------------------------------------------------------------------------
+
+
+def test_round_trip_reproduces_outputs_exactly(model: DetectorModel, saved: Path) -> None:
+    assert sorted(p.name for p in saved.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]  # no staging dirs left
+
+    loaded, metadata = load_checkpoint(saved)
+    assert metadata == METADATA
+    assert type(loaded) is type(model)
+    assert not loaded.training
+    assert loaded.config.to_dict() == model.config.to_dict()
+    original = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, original[key]), key
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_proba(IMAGES), model.predict_proba(IMAGES))
+        assert torch.equal(loaded(IMAGES).logits, model(IMAGES).logits)
+
+
+def test_config_json_layout(model: DetectorModel, saved: Path) -> None:
+    from mfclip import __version__
+
+    document = json.loads((saved / "config.json").read_text())
+    assert document["format"] == "mfclip-checkpoint"
+    assert document["format_version"] == 1
+    assert document["mfclip_version"] == __version__
+    assert document["model"] == model.config.to_dict()
+    assert document["metadata"] == METADATA
+    assert document["weights"]["file"] == "model.safetensors"
+    assert document["weights"]["bytes"] == (saved / "model.safetensors").stat().st_size
+    assert document["weights"]["parameters"] == sum(p.numel() for p in model.parameters())
+    assert read_checkpoint_config(saved) == document
+    assert is_checkpoint_dir(saved)
+    assert not is_checkpoint_dir(saved.parent)
+    assert not is_checkpoint_dir(saved / "model.safetensors")
+
+
+def test_model_card_mentions_synthetic_data_and_metrics(saved: Path) -> None:
+    card = (saved / "README.md").read_text()
+    assert card.startswith("# mfclip-tiny-demo")
+    head = card[:600]
+    assert "Trained on synthetic data" in head  # prominent: right under the title
+    assert "| test set | auc | ap |" in card
+    assert "| unseen | 0.7111 | 0.7000 |" in card
+    assert "data/synthetic/manifest.csv" in card
+    assert "cross-generator" in card
+    assert "load_checkpoint" in card
+    assert "parameters:" in card
+    assert "sample pair attention: `content`" in card
+
+
+def test_card_without_training_information(tmp_path: Path) -> None:
+    path = save_checkpoint(tiny_model(seed=3), tmp_path / "untrained")
+    card = (path / "README.md").read_text()
+    assert "synthetic" not in card.lower()
+    assert "No training information was recorded" in card
+    assert "No evaluation results were recorded" in card
+    assert load_checkpoint(path)[1] == {}
+
+
+def test_saving_over_an_existing_checkpoint(model: DetectorModel, tmp_path: Path) -> None:
+    target = tmp_path / "run"
+    save_checkpoint(tiny_model(seed=7), target, {"epochs": 1})
+    (target / "events.log").write_text("kept")
+    save_checkpoint(model, target, {"epochs": 2, "path": Path("a/b"), "score": np.float32(0.5)})
+    assert (target / "events.log").read_text() == "kept"
+    loaded, metadata = load_checkpoint(target)
+    assert metadata == {"epochs": 2, "path": "a/b", "score": 0.5}
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_proba(IMAGES), model.predict_proba(IMAGES))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_bad_metadata_and_targets(model: DetectorModel, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"metadata\.blob: object is not JSON-serialisable"):
+        save_checkpoint(model, tmp_path / "x", {"blob": object()})
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CheckpointError, match="not a directory"):
+        save_checkpoint(model, tmp_path / "file")
+
+
+class TiedConfig(StrictConfig):
+    type: Literal["test-tied"] = "test-tied"
+    image_size: int = 8
+
+
+class TiedModel(DetectorModel):
+    """A detector whose decoder reuses its encoder's weight (tied tensors)."""
+
+    def __init__(self, config: TiedConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = nn.Linear(3, 3, bias=False)
+        self.decoder = nn.Linear(3, 3, bias=False)
+        self.decoder.weight = self.encoder.weight
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, images, prompt_tokens=None, prompt_mask=None) -> ModelOutput:
+        pooled = images.mean(dim=(2, 3))
+        return ModelOutput(logits=self.head(self.decoder(self.encoder(pooled))))
+
+
+register_model_type("test-tied", TiedConfig)(TiedModel)
+
+
+def test_tied_tensors_are_stored_once_and_restored(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TiedModel(TiedConfig()).eval()
+    path = save_checkpoint(model, tmp_path / "tied")
+    stored = load_file(str(path / "model.safetensors"))
+    assert len(stored) == 3  # encoder.weight, head.weight, head.bias
+    loaded, _ = load_checkpoint(path)
+    assert torch.equal(loaded.decoder.weight, model.encoder.weight)
+    assert loaded.decoder.weight is loaded.encoder.weight
+    images = torch.rand(2, 3, 8, 8)
+    assert torch.equal(loaded(images).logits, model(images).logits)
+
+
+# ------------------------------------------------------------------------------------------------
+# Other files and prefixes
+# ------------------------------------------------------------------------------------------------
+
+
+def test_prefixed_state_dicts_are_tolerated(model: DetectorModel) -> None:
+    state = model.state_dict()
+    for prefix in ("module.", "_orig_mod.", "module._orig_mod.", "model.", "model._orig_mod."):
+        target = tiny_model(seed=11)
+        report = load_state_dict_into(target, {prefix + k: v for k, v in state.items()})
+        assert report == {"missing": [], "unexpected": []}
+        assert all(torch.equal(v, state[k]) for k, v in target.state_dict().items()), prefix
+
+
+def test_directory_with_prefixed_weights(model: DetectorModel, saved: Path, tmp_path: Path) -> None:
+    copy = copy_checkpoint(saved, tmp_path)
+    save_file(
+        {f"module.{k}": v.contiguous() for k, v in model.state_dict().items()},
+        str(copy / "model.safetensors"),
+    )
+    document = json.loads((copy / "config.json").read_text())
+    del document["weights"]  # a hand-assembled checkpoint records no size or checksum
+    (copy / "config.json").write_text(json.dumps(document))
+    loaded, _ = load_checkpoint(copy)
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_proba(IMAGES), model.predict_proba(IMAGES))
+
+
+def test_lightning_style_file_with_hyper_parameters(model: DetectorModel, tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    torch.save(
+        {
+            "epoch": 4,
+            "global_step": 40,
+            "pytorch-lightning_version": "2.6.0",
+            "state_dict": {f"model._orig_mod.{k}": v for k, v in model.state_dict().items()}
+            | {"criterion.weight": torch.ones(2)},
+            "hyper_parameters": {
+                "model": model.config.to_dict(),
+                "lr": 1e-4,
+                "metadata": {"synthetic": True},
+            },
+            "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-4, "params": [0]}]}],
+        },
+        path,
+    )
+    loaded, metadata = load_checkpoint(path)
+    assert metadata == {
+        "epoch": 4,
+        "global_step": 40,
+        "pytorch-lightning_version": "2.6.0",
+        "synthetic": True,
+    }
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_proba(IMAGES), model.predict_proba(IMAGES))
+
+
+@pytest.mark.slow
+def test_real_lightning_checkpoint(model: DetectorModel, tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+
+    class Module(pl.LightningModule):
+        def __init__(self, model_config: dict) -> None:
+            super().__init__()
+            self.save_hyperparameters({"model": model_config})
+            self.model = create_model("mfclip-tiny")
+
+        def training_step(self, batch, batch_idx):
+            return self.model(batch[0]).logits.sum() * 0.0
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    module = Module(model.config.to_dict())
+    module.model.load_state_dict(model.state_dict())
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(IMAGES), batch_size=3)
+    trainer.fit(module, loader)
+    trainer.save_checkpoint(tmp_path / "real.ckpt")
+    loaded, metadata = load_checkpoint(tmp_path / "real.ckpt")
+    assert metadata["global_step"] == 1
+    trained = module.model.eval()  # the step updated BatchNorm statistics
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_proba(IMAGES), trained.predict_proba(IMAGES))
+
+
+def test_plain_pt_needs_a_config(model: DetectorModel, tmp_path: Path, saved: Path) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"records no model config.*config="):
+        load_checkpoint(path)
+    for config in ("mfclip-tiny", model.config.to_dict(), saved):
+        loaded, _ = load_checkpoint(path, config=config)
+        with torch.no_grad():
+            assert torch.equal(loaded.predict_proba(IMAGES), model.predict_proba(IMAGES))
+    yaml_path = tmp_path / "model.yaml"
+    import yaml
+
+    yaml_path.write_text(yaml.safe_dump(model.config.to_dict()))
+    assert load_checkpoint(path, config=yaml_path)[0].config.to_dict() == model.config.to_dict()
+
+    bare = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(bare))
+    with pytest.raises(CheckpointError, match="records no model config"):
+        load_checkpoint(bare)
+    loaded, _ = load_checkpoint(bare, config=yaml_path)
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_proba(IMAGES), model.predict_proba(IMAGES))
+
+
+# ------------------------------------------------------------------------------------------------
+# Corruption: each case names the problem
+# ------------------------------------------------------------------------------------------------
+
+
+def test_missing_directory_and_config(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"config\.json is missing"):
+        load_checkpoint(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        read_checkpoint_config(tmp_path / "absent")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "config.json: not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (
+            json.dumps({"format": "something-else", "format_version": 1, "model": {}}),
+            "format is 'something-else'",
+        ),
+        (
+            json.dumps({"model_type": "clip", "architectures": ["CLIPModel"]}),
+            "looks like a Hugging Face model",
+        ),
+        (json.dumps({"format": "mfclip-checkpoint", "format_version": 2, "model": {}}), "newer mfclip"),
+        (
+            json.dumps({"format": "mfclip-checkpoint", "format_version": "1", "model": {}}),
+            "must be an integer",
+        ),
+        (json.dumps({"format": "mfclip-checkpoint", "format_version": 1}), "'model'.*missing"),
+    ],
+)
+def test_bad_config_json(saved: Path, tmp_path: Path, content: str, message: str) -> None:
+    copy = copy_checkpoint(saved, tmp_path)
+    (copy / "config.json").write_text(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(copy)
+    assert not is_checkpoint_dir(copy) or "format_version" in content
+
+
+def test_unknown_model_type(saved: Path, tmp_path: Path) -> None:
+    copy = copy_checkpoint(saved, tmp_path)
+    document = json.loads((copy / "config.json").read_text())
+    document["model"]["type"] = "mfclipp"
+    (copy / "config.json").write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match=r"unknown model type 'mfclipp'.*did you mean 'mfclip'"):
+        load_checkpoint(copy)
+
+
+def test_weights_missing_truncated_or_corrupt(saved: Path, tmp_path: Path) -> None:
+    copy = copy_checkpoint(saved, tmp_path)
+    weights = copy / "model.safetensors"
+    data = weights.read_bytes()
+
+    weights.unlink()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is missing"):
+        load_checkpoint(copy)
+
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: truncated"):
+        load_checkpoint(copy)
+
+    flipped = bytearray(data)
+    flipped[-10] ^= 0xFF
+    weights.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(copy)
+
+    # without a recorded size and checksum, safetensors itself catches a truncated file
+    document = json.loads((copy / "config.json").read_text())
+    del document["weights"]
+    (copy / "config.json").write_text(json.dumps(document))
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated safetensors"):
+        load_checkpoint(copy)
+    weights.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt or truncated safetensors"):
+        load_checkpoint(copy)
+
+
+def test_shape_mismatch_names_the_key(saved: Path, tmp_path: Path) -> None:
+    copy = copy_checkpoint(saved, tmp_path)
+    document = json.loads((copy / "config.json").read_text())
+    document["model"]["spa"]["hidden"] = 8
+    (copy / "config.json").write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match=r"spa\.\S+: checkpoint has \(16.*model expects \(8"):
+        load_checkpoint(copy)
+
+
+def test_missing_and_unexpected_keys_are_listed(model: DetectorModel, saved: Path, tmp_path: Path) -> None:
+    copy = copy_checkpoint(saved, tmp_path)
+    document = json.loads((copy / "config.json").read_text())
+    document["model"]["vision"]["noise_branch"] = False
+    (copy / "config.json").write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match=r"unexpected keys: vision\.noise\..*more\)"):
+        load_checkpoint(copy)
+    loaded, _ = load_checkpoint(copy, strict=False)
+    assert not loaded.config.vision.noise_branch
+
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    with pytest.raises(CheckpointError, match=r"missing keys: head\."):
+        load_state_dict_into(tiny_model(seed=2), state)
+
+
+def test_unsafe_or_foreign_torch_files(tmp_path: Path) -> None:
+    path = tmp_path / "obj.pt"
+    torch.save(
+        {"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {"model": {}}, "obj": os.stat_result}, path
+    )
+    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+        load_checkpoint(path)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_checkpoint(text)

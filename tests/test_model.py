@@ -1,0 +1,282 @@
+"""MFCLIP model: every switch builds, runs and trains; inference never touches the text tower."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mfclip.models.base import ModelOutput
+from mfclip.models.mfclip import MFCLIP
+from mfclip.models.registry import create_model
+from mfclip.prompts import load_prompt_set, tokenize
+from mfclip.utils.config import ConfigError
+
+LABELS = [
+    (0, None, None, None),
+    (1, None, None, "SDXL"),
+    (1, None, None, "DiffFace"),
+    (1, "face_swap", None, None),
+    (0, None, None, None),
+    (1, None, None, "Imagic"),
+]
+CVIT = {"vision.global_branch": "cvit"}
+RELEASE_QUIRKS = {
+    "vision.global_branch": "cvit",
+    "vision.release_input": True,
+    "vision.cvit.batch_position_embedding": True,
+    "vision.cvit.attention_scale": "model_dim",
+    "vision.noise.batch_position_embedding": True,
+    "vision.noise.attention_scale": "model_dim",
+    "text.pooling": "concat_first",
+    "text.concat_positions": "independent",
+    "spa.mode": "matrix",
+}
+
+
+def prompt_batch(specs=LABELS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    prompt_set = load_prompt_set()
+    rows = [prompt_set.prompts_for(*spec) for spec in specs]
+    tokens = torch.stack([tokenize(prompts) for prompts, _ in rows])
+    mask = torch.tensor([known for _, known in rows])
+    labels = torch.tensor([spec[0] for spec in specs])
+    return tokens, mask, labels
+
+
+def images(batch: int = len(LABELS), size: int = 64, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+SWITCHES = {
+    "default": {},
+    "concat_last": {"text.pooling": "concat_last"},
+    "concat_first": {"text.pooling": "concat_first"},
+    "concat_independent": {"text.pooling": "concat_last", "text.concat_positions": "independent"},
+    "learned_fusion_fixed_temperature": {"text.level_fusion": "learned", "losses.learn_temperature": False},
+    "level1_only": {"text.levels": [1]},
+    "image_only": {"vision.noise_branch": False},
+    "noise_only": {"vision.image_branch": False},
+    "concat_fusion": {"vision.fusion": "concat"},
+    "cvit": CVIT,
+    "release_quirks": RELEASE_QUIRKS,
+    "random_patch": {"vision.noise.patch_mode": "random"},
+    "whole_patch": {"vision.noise.patch_mode": "whole"},
+    "fixed_patch_srm_byte": {"vision.noise.patch_mode": 3, "vision.noise.srm_input_scale": "byte"},
+    "spa_matrix": {"spa.mode": "matrix"},
+    "spa_none": {"spa.mode": "none"},
+    "no_cmc": {"losses.cmc": 0.0},
+    "no_kl": {"losses.kl": 0.0},
+    "ce_only": {"losses.cmc": 0.0, "losses.kl": 0.0},
+    "kl_not_detached": {"losses.kl_detach_text": False, "losses.cmc": 0.0},
+    "frozen_text": {"text.freeze": True},
+}
+
+
+@pytest.mark.parametrize("switch", list(SWITCHES))
+def test_every_switch_runs_and_every_trainable_parameter_gets_a_gradient(switch: str) -> None:
+    torch.manual_seed(0)
+    model = create_model("mfclip-tiny", **SWITCHES[switch])
+    model.train()
+    tokens, mask, labels = prompt_batch()
+    output = model(images(), tokens, mask)
+    assert output.logits.shape == (len(LABELS), 2)
+    assert output.image_features is not None and output.image_features.shape == (len(LABELS), 64)
+    losses = model.compute_loss(output, labels)
+    assert torch.isfinite(losses["loss"])
+    weights = model.config.losses
+    assert ("cmc" in losses) == (weights.cmc > 0)
+    assert ("kl" in losses) == (weights.kl > 0)
+    if weights.cmc == 0 and weights.kl == 0:
+        assert model.text is None and output.text_features is None
+    else:
+        assert output.text_features is not None and output.text_features.shape == (len(LABELS), 64)
+    losses["loss"].backward()
+    # No parameter is left out of the graph (data-parallel training needs every one of them).
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {**CVIT, "spa.mode": "matrix", "text.pooling": "concat_last"}],
+    ids=["default", "cvit_matrix_concat"],
+)
+def test_one_optimiser_step_lowers_the_loss_on_a_fixed_batch(overrides: dict) -> None:
+    # With a detached ℓkl target (the default) the text tower follows ℓcmc only, so the total is not one
+    # objective of all parameters; the check uses the non-detached form, where it is.
+    torch.manual_seed(0)
+    model = create_model("mfclip-tiny", **overrides, **{"losses.kl_detach_text": False})
+    model.train()
+    tokens, mask, labels = prompt_batch()
+    batch = images()
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-3)
+    before = model.compute_loss(model(batch, tokens, mask), labels)["loss"]
+    before.backward()
+    optimiser.step()
+    with torch.no_grad():
+        after = model.compute_loss(model(batch, tokens, mask), labels)["loss"]
+    assert after < before
+
+
+def test_inference_path_never_runs_the_text_tower() -> None:
+    model = create_model("mfclip-tiny").eval()
+    assert model.text is not None
+    calls: list[str] = []
+    model.text.tower.register_forward_pre_hook(lambda *_: calls.append("tower"))
+    model.text.tower.transformer.register_forward_pre_hook(lambda *_: calls.append("transformer"))
+    model.text.register_forward_pre_hook(lambda *_: calls.append("fle"))
+    batch = images(3)
+    proba = model.predict_proba(batch)
+    module = model.inference_module()
+    exported = module(batch)
+    model(batch)  # forward without prompts
+    assert calls == []
+    assert proba.shape == (3,) and torch.all((proba >= 0) & (proba <= 1))
+    torch.testing.assert_close(proba, exported.detach())
+    text_params = {id(p) for p in model.text.parameters()}
+    assert not any(id(p) in text_params for p in module.parameters())
+    # The training forward does run it.
+    tokens, mask, _ = prompt_batch(LABELS[:3])
+    model(batch, tokens, mask)
+    assert "transformer" in calls
+
+
+def test_predict_proba_matches_forward_logits() -> None:
+    model = create_model("mfclip-tiny").eval()
+    batch = images(4)
+    with torch.no_grad():
+        expected = model(batch).p_fake
+    torch.testing.assert_close(model.predict_proba(batch), expected)
+
+
+def test_no_batch_size_cap_by_default_but_release_quirk_caps_it() -> None:
+    model = create_model("mfclip-tiny", **CVIT).eval()
+    with torch.no_grad():
+        assert model(images(30)).logits.shape == (30, 2)
+    capped = create_model(
+        "mfclip-tiny",
+        **{**CVIT, "vision.cvit.batch_position_embedding": True, "vision.cvit.max_batch": 4},
+    ).eval()
+    with torch.no_grad():
+        capped(images(4))
+        with pytest.raises(ValueError, match=r"vision\.cvit\.max_batch.*batch of 5"):
+            capped(images(5))
+
+
+def test_release_input_feeds_transposed_byte_pixels_to_the_image_branch() -> None:
+    model = create_model("mfclip-tiny", **{"vision.release_input": True})
+    batch = images(2)
+    torch.testing.assert_close(model.vision.global_input(batch), batch.transpose(-1, -2) * 255)
+    normal = create_model("mfclip-tiny")
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    torch.testing.assert_close(normal.vision.global_input(batch), (batch - mean) / std)
+
+
+def test_noise_branch_input_size_follows_image_size_and_grid() -> None:
+    model = create_model("mfclip-tiny", **{"vision.noise.grid": 4})
+    assert model.vision.noise is not None and model.vision.noise.input_size == 16
+    # 16 px patch → two pooled blocks → 4×4 map of 16 channels.
+    assert model.vision.noise.to_token.in_features == 16 * 4 * 4
+    whole = create_model("mfclip-tiny", **{"vision.noise.patch_mode": "whole"})
+    assert whole.vision.noise is not None and whole.vision.noise.input_size == 64
+    with torch.no_grad():
+        out = model.eval()(images(2))
+    assert int(out.extras["patch_index"].max()) < 16
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (torch.rand(2, 4, 64, 64), "3 channels"),
+        (torch.rand(2, 1, 64, 64), "3 channels"),
+        (torch.rand(2, 3, 32, 32), "64×64"),
+        (torch.rand(2, 3, 64, 48), "64×64"),
+        (torch.rand(3, 64, 64), "shape"),
+        (torch.zeros(2, 3, 64, 64, dtype=torch.uint8), "floating point"),
+    ],
+)
+def test_bad_images_raise_value_errors_naming_the_problem(bad: torch.Tensor, message: str) -> None:
+    model = create_model("mfclip-tiny").eval()
+    with pytest.raises(ValueError, match=message):
+        model(bad)
+    with pytest.raises(ValueError, match=message):
+        model.predict_proba(bad)
+
+
+def test_sizes_the_grid_or_backbone_cannot_split_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r"cannot be split into a 3×3 grid"):
+        create_model("mfclip-tiny", **{"vision.noise.grid": 3})
+    with pytest.raises(ConfigError, match=r"patch_size"):
+        create_model("mfclip-tiny", image_size=60)
+    with pytest.raises(ConfigError, match=r"downsampling of vision\.cvit"):
+        create_model("mfclip-tiny", image_size=48, **CVIT)
+    with pytest.raises(ConfigError, match=r"noise patch size"):
+        create_model("mfclip-tiny", **{"vision.noise.grid": 32})  # 2 px patches, two pooled blocks
+    with pytest.raises(ConfigError, match="at least one of image_branch and noise_branch"):
+        create_model("mfclip-tiny", vision={"image_branch": False, "noise_branch": False})
+
+
+def test_bad_prompts_raise_value_errors() -> None:
+    model = create_model("mfclip-tiny")
+    tokens, mask, _ = prompt_batch()
+    with pytest.raises(ValueError, match=r"prompt_tokens must have shape \(B, 4, 77\)"):
+        model(images(), tokens[:, 0])
+    with pytest.raises(ValueError, match="rows"):
+        model(images(2), tokens, mask)
+    with pytest.raises(ValueError, match="prompt_mask"):
+        model(images(), tokens, mask[:, :2])
+
+
+def test_training_without_prompts_is_an_error_but_evaluation_scores_ce_only() -> None:
+    model = create_model("mfclip-tiny")
+    _, _, labels = prompt_batch()
+    output = model.train()(images())
+    with pytest.raises(ValueError, match="needs prompt_tokens"):
+        model.compute_loss(output, labels)
+    with torch.no_grad():
+        losses = model.eval().compute_loss(model(images()), labels)
+    assert set(losses) == {"ce", "loss"}
+
+
+def test_model_output_and_interface() -> None:
+    model = create_model("mfclip-tiny")
+    assert isinstance(model, MFCLIP) and model.image_size == 64 and model.uses_text()
+    tokens, mask, _ = prompt_batch()
+    output = model(images(), tokens, mask)
+    assert isinstance(output, ModelOutput)
+    assert output.text_prediction is not None and output.text_prediction.shape == (len(LABELS), 64)
+    torch.testing.assert_close(model.encode_text(tokens, mask), output.text_features)
+    groups = model.parameter_groups()
+    towers = model.clip_towers()
+    tower_params = sum(p.numel() for t in towers.values() if t is not None for p in t.parameters())
+    assert sum(p.numel() for p in groups["pretrained"]) == tower_params
+    assert groups["new"]
+    no_text = create_model("mfclip-tiny", losses={"cmc": 0, "kl": 0})
+    assert not no_text.uses_text() and no_text.clip_towers()["text"] is None
+
+
+@pytest.mark.parametrize("overrides", [{}, CVIT, RELEASE_QUIRKS], ids=["clip_vit", "cvit", "release"])
+def test_grad_cam_targets_the_image_branch(overrides: dict) -> None:
+    grad_cam = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = create_model("mfclip-tiny", **overrides).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(x).logits
+
+    cam = grad_cam.GradCAM(
+        model=Logits(),
+        target_layers=model.explain_target_layers(),
+        reshape_transform=model.explain_reshape_transform(),
+    )
+    heatmap = cam(input_tensor=images(2), targets=[ClassifierOutputTarget(1)] * 2)
+    assert heatmap.shape == (2, 64, 64)
+    noise_only = create_model("mfclip-tiny", **{"vision.image_branch": False})
+    with pytest.raises(NotImplementedError, match="image branch"):
+        noise_only.explain_target_layers()
