@@ -12,12 +12,32 @@ from typer.main import get_command
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, PermissionError)
 
 
-def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
-    command = get_command(app)
+def _click_exception_types() -> tuple[type[BaseException], ...]:
+    # Recent typer releases bundle their own copy of click next to (or instead of) the click package.
+    types: list[type[BaseException]] = []
     try:
-        command.main(args=argv, prog_name="mfclip", standalone_mode=False)
+        from typer._click import ClickException as BundledClickException
+
+        types.append(BundledClickException)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        types.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
+    """Run ``app`` and return the process exit status."""
+    command = get_command(app)
+    click_errors = _click_exception_types()
+    try:
+        result = command.main(args=argv, prog_name="mfclip", standalone_mode=False)
     except SystemExit as exc:
-        return int(exc.code or 0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:
@@ -26,16 +46,14 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         return 130
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, USER_ERRORS) and not os.environ.get("MFCLIP_DEBUG"):
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            print(f"mfclip: error: {message}", file=sys.stderr)
-            print("(set MFCLIP_DEBUG=1 for the full traceback)", file=sys.stderr)
-            return 2
-        raise
-    return 0
+    except click_errors as exc:
+        exc.show()  # type: ignore[attr-defined]
+        return int(getattr(exc, "exit_code", 2))
+    except USER_ERRORS as exc:
+        if os.environ.get("MFCLIP_DEBUG"):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"mfclip: error: {message}", file=sys.stderr)
+        print("(set MFCLIP_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 2
+    return result if isinstance(result, int) else 0

@@ -29,12 +29,12 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(title="Model presets")
-        table.add_column("name", no_wrap=True)
-        table.add_column("type", no_wrap=True)
-        table.add_column("image", justify="right")
-        table.add_column("params", justify="right")
-        table.add_column("inference", justify="right")
-        table.add_column("description")
+        table.add_column("name", no_wrap=True, min_width=19)
+        table.add_column("type", no_wrap=True, min_width=13)
+        table.add_column("image", justify="right", no_wrap=True, min_width=5)
+        table.add_column("params", justify="right", no_wrap=True, min_width=6)
+        table.add_column("inference", justify="right", no_wrap=True, min_width=9)
+        table.add_column("description", overflow="ellipsis", no_wrap=True, max_width=60)
         for name in names:
             info = registry.model_summary(name)
             table.add_row(

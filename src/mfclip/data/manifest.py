@@ -1,0 +1,729 @@
+"""Manifests: the one table format that drives training and evaluation.
+
+A manifest is a CSV or Parquet table with one row per image (or per video, before face preprocessing)::
+
+    path, label, split, dataset, forgery_type, family, generator, video_id
+
+``path`` is relative to a root directory given at run time; ``label`` is 0 (real) or 1 (fake); ``split``
+is ``train``, ``val`` or ``test``; the other columns are free text where an empty string means unknown.
+Extra columns (for example ``subset`` or ``compression``) are kept as they are.
+
+A loaded manifest is a ``pandas.DataFrame`` whose index is the row number in the manifest file; it stays
+attached to every row through filtering, so predictions can always be traced back to their row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import posixpath
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from mfclip.data.video import is_video_path
+from mfclip.utils.config import closest
+from mfclip.utils.io import atomic_write
+
+if TYPE_CHECKING:
+    import torch
+
+    from mfclip.prompts import PromptSet
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ("path", "label", "split", "dataset", "forgery_type", "family", "generator", "video_id")
+REQUIRED_COLUMNS = ("path", "label", "split")
+DESCRIPTIVE_COLUMNS = ("dataset", "forgery_type", "family", "generator", "video_id")
+SPLITS = ("train", "val", "test")
+MANIFEST_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+_WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+class ManifestError(ValueError):
+    """A manifest file or table is invalid; the message names the file, row and column."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading and writing
+
+
+def _manifest_format(path: Path) -> Literal["csv", "parquet"]:
+    name = path.name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        return "csv"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    raise ManifestError(f"{path}: unknown manifest format; use one of {', '.join(MANIFEST_SUFFIXES)}")
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet manifest (format by suffix) without validating its rows.
+
+    Every column except ``label`` is read as text with empty strings for missing values; optional
+    descriptive columns that the file lacks are added as empty. ``label`` becomes int64 when every value
+    is 0 or 1 and stays text otherwise, so :func:`validate_manifest` can name the bad rows.
+    """
+    path = Path(path)
+    fmt = _manifest_format(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        if fmt == "csv":
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        else:
+            df = pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise ManifestError(f"{path}: manifest file is empty (no header row)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        kind = "CSV" if fmt == "csv" else "Parquet"
+        raise ManifestError(f"{path}: not a readable {kind} manifest ({exc})") from None
+    df = _normalise_columns(df)
+    df.attrs["source"] = str(path)
+    return df
+
+
+def _normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df.columns = [str(c).strip() for c in df.columns]
+    for column in df.columns:
+        if column == "label":
+            continue
+        series = df[column]
+        if series.dtype.kind in "iub":
+            df[column] = series.astype(str)
+        elif series.dtype.kind == "f":
+            df[column] = series.map(_as_text)
+        else:
+            df[column] = series.fillna("").astype(str)
+    for column in DESCRIPTIVE_COLUMNS:
+        if column not in df.columns:
+            df[column] = ""
+    if "label" in df.columns:
+        df["label"] = _coerce_labels(df["label"])
+    df.index = pd.RangeIndex(len(df))
+    return df
+
+
+def _as_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _parse_label(value: Any) -> int | None:
+    """0 or 1 from an int, an integral float or a text "0"/"1"; None for anything else."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value) if value in (0, 1) else None
+    if isinstance(value, (float, np.floating)):
+        return int(value) if value in (0.0, 1.0) else None
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("0", "1"):
+            return int(text)
+        if text in ("0.0", "1.0"):
+            return int(float(text))
+    return None
+
+
+def _label_values(series: pd.Series) -> pd.Series:
+    """Labels parsed to 0/1 (int64), or with None where a value is not a valid label (object)."""
+    if series.dtype.kind in "iu" and series.isin([0, 1]).all():
+        return series.astype("int64")
+    return series.map(_parse_label)
+
+
+def _coerce_labels(series: pd.Series) -> pd.Series:
+    if series.dtype.kind in "iu" and series.isin([0, 1]).all():
+        return series.astype("int64")
+    parsed = series.map(_parse_label)
+    if parsed.notna().all():
+        return parsed.astype("int64")
+    return series.map(_as_text) if series.dtype.kind not in "iuf" else series
+
+
+def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` atomically as CSV or Parquet (format by suffix), standard columns first.
+
+    Missing descriptive columns are written as empty; the DataFrame index is not written.
+    """
+    path = Path(path)
+    fmt = _manifest_format(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{path}: cannot write a manifest without column(s) {', '.join(missing)}")
+    table = df.copy()
+    for column in DESCRIPTIVE_COLUMNS:
+        if column not in table.columns:
+            table[column] = ""
+    extras = [c for c in table.columns if c not in MANIFEST_COLUMNS]
+    table = table[list(MANIFEST_COLUMNS) + extras].reset_index(drop=True)
+    for column in table.columns:
+        if column != "label":
+            table[column] = table[column].map(_as_text)
+    labels = _coerce_labels(table["label"])
+    if labels.dtype.kind == "i":
+        table["label"] = labels
+    if fmt == "csv":
+        compression = "gzip" if path.name.lower().endswith(".gz") else None
+        if compression:
+            with atomic_write(path, "wb") as handle:
+                table.to_csv(handle, index=False, lineterminator="\n", compression=compression)
+        else:
+            with atomic_write(path, "w") as handle:
+                table.to_csv(handle, index=False, lineterminator="\n")
+    else:
+        with atomic_write(path, "wb") as handle:
+            table.to_parquet(handle, index=False)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    """One problem: ``row`` is the 0-based row number (None for the whole table), ``column`` the field."""
+
+    row: int | None
+    column: str | None
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column is not None:
+            where.append(f"column {self.column!r}")
+        prefix = ", ".join(where) or "manifest"
+        tag = "" if self.severity == "error" else " (warning)"
+        return f"{prefix}: {self.message}{tag}"
+
+
+@dataclass
+class ManifestReport:
+    """Every problem :func:`validate_manifest` found; ``ok`` when there is no error."""
+
+    num_rows: int
+    problems: list[ManifestProblem] = field(default_factory=list)
+    source: str = "manifest"
+
+    @property
+    def errors(self) -> list[ManifestProblem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[ManifestProblem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def bad_rows(self) -> list[int]:
+        """Row numbers with at least one error, sorted."""
+        return sorted({p.row for p in self.errors if p.row is not None})
+
+    @property
+    def table_errors(self) -> list[ManifestProblem]:
+        """Errors that concern the whole table (a missing column, no rows); dropping rows cannot fix them."""
+        return [p for p in self.errors if p.row is None]
+
+    def format(self, limit: int | None = 20) -> str:
+        """A readable report: a summary line, then at most ``limit`` problems and how many more there are."""
+        errors, warnings = self.errors, self.warnings
+        if not self.problems:
+            return f"{self.source}: {self.num_rows} rows, no problems"
+        head = (
+            f"{self.source}: {self.num_rows} rows, {len(errors)} error(s) in "
+            f"{len(self.bad_rows)} row(s), {len(warnings)} warning(s)"
+        )
+        ordered = errors + warnings
+        shown = ordered if limit is None else ordered[:limit]
+        lines = [head, *(f"  {p}" for p in shown)]
+        if len(ordered) > len(shown):
+            lines.append(f"  ... and {len(ordered) - len(shown)} more")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def path_problem(path: str) -> str | None:
+    """Why a manifest path is not acceptable (empty, absolute, escaping the root), or None."""
+    if not path.strip():
+        return "empty path"
+    if path.startswith(("/", "\\")) or _WINDOWS_ABSOLUTE.match(path):
+        return f"absolute path {path!r}; paths must be relative to the dataset root"
+    normalised = posixpath.normpath(path.replace("\\", "/"))
+    if normalised == ".." or normalised.startswith("../"):
+        return f"path {path!r} escapes the dataset root"
+    if normalised == ".":
+        return f"path {path!r} names the root itself, not a file"
+    return None
+
+
+def _normalised_key(path: str) -> str:
+    return posixpath.normpath(path.replace("\\", "/"))
+
+
+def validate_manifest(
+    df: pd.DataFrame,
+    root: str | Path | None = None,
+    check_files: bool = True,
+    prompt_set: str | PromptSet | None = "default",
+    progress: bool = False,
+    source: str | None = None,
+) -> ManifestReport:
+    """List every problem of a manifest table with its row number and column.
+
+    Errors: a missing required column, no rows, a label other than 0/1, a split other than
+    train/val/test, an empty, absolute or root-escaping path, a duplicate path and (when ``root`` is given
+    and ``check_files``) a file that does not exist. Warnings (which do not make the manifest invalid): a
+    forgery type or family that the prompt set does not know, and labels given for a real image.
+    """
+    source = source or str(df.attrs.get("source", "manifest"))
+    report = ManifestReport(num_rows=len(df), source=source)
+    add = report.problems.append
+    rows = np.asarray(df.index)
+
+    for column in REQUIRED_COLUMNS:
+        if column not in df.columns:
+            hint = closest(column, [str(c) for c in df.columns])
+            suggestion = f" (found {hint!r}; rename it?)" if hint else ""
+            add(ManifestProblem(None, column, f"required column is missing{suggestion}"))
+    if len(df) == 0:
+        add(ManifestProblem(None, None, "manifest has no rows"))
+        return report
+
+    path_ok = np.zeros(len(df), dtype=bool)
+    if "path" in df.columns:
+        paths = [_as_text(p) for p in df["path"].tolist()]
+        first_seen: dict[str, int] = {}
+        for i, (row, path) in enumerate(zip(rows, paths, strict=True)):
+            problem = path_problem(path)
+            if problem:
+                add(ManifestProblem(int(row), "path", problem))
+                continue
+            key = _normalised_key(path)
+            if key in first_seen:
+                add(
+                    ManifestProblem(
+                        int(row), "path", f"duplicate path {path!r} (first at row {first_seen[key]})"
+                    )
+                )
+                continue
+            first_seen[key] = int(row)
+            path_ok[i] = True
+
+    labels: list[int | None] = []
+    if "label" in df.columns:
+        values = df["label"].tolist()
+        cache: dict[Any, int | None] = {}
+        for row, value in zip(rows, values, strict=True):
+            try:
+                parsed = cache[value]
+            except (KeyError, TypeError):
+                parsed = _parse_label(value)
+                with contextlib.suppress(TypeError):
+                    cache[value] = parsed
+            labels.append(parsed)
+            if parsed is None:
+                add(ManifestProblem(int(row), "label", f"label must be 0 (real) or 1 (fake), got {value!r}"))
+
+    if "split" in df.columns:
+        for row, value in zip(rows, df["split"].tolist(), strict=True):
+            if value not in SPLITS:
+                hint = closest(str(value).strip().lower(), SPLITS) if str(value).strip() else None
+                suggestion = f"; did you mean {hint!r}?" if hint else ""
+                add(
+                    ManifestProblem(
+                        int(row), "split", f"split must be one of train, val, test, got {value!r}{suggestion}"
+                    )
+                )
+
+    if prompt_set is not None and labels:
+        _check_vocabulary(df, rows, labels, prompt_set, add)
+
+    if root is not None and check_files and "path" in df.columns:
+        root_path = Path(root)
+        if not root_path.is_dir():
+            add(ManifestProblem(None, None, f"dataset root {root_path} is not a directory"))
+        else:
+            _check_files(root_path, rows, df["path"].tolist(), path_ok, add, progress)
+    report.problems.sort(key=lambda p: (p.severity != "error", -1 if p.row is None else p.row))
+    return report
+
+
+def _check_vocabulary(df: pd.DataFrame, rows: np.ndarray, labels: list[int | None], prompt_set, add) -> None:
+    from mfclip.prompts import FAMILIES, FORGERY_TYPES, load_prompt_set
+
+    prompts = load_prompt_set(prompt_set) if isinstance(prompt_set, str) else prompt_set
+    known = {"forgery_type": set(FORGERY_TYPES), "family": set(FAMILIES)}
+    for column, vocabulary in known.items():
+        if column not in df.columns:
+            continue
+        unknown: dict[str, str | None] = {}
+        for value in set(df[column].tolist()):
+            text = _as_text(value)
+            canonical = prompts.canonical(column, text)
+            if canonical is not None and canonical not in vocabulary:
+                unknown[text] = closest(text.lower(), vocabulary)
+        if not unknown:
+            continue
+        for row, value, label in zip(rows, df[column].tolist(), labels, strict=True):
+            text = _as_text(value)
+            if label == 1 and text in unknown:
+                hint = unknown[text]
+                suggestion = f"; did you mean {hint!r}?" if hint else ""
+                add(
+                    ManifestProblem(
+                        int(row),
+                        column,
+                        f"unknown {column} {text!r} (its prompt level will be skipped){suggestion}",
+                        "warning",
+                    )
+                )
+    fake_only = [c for c in ("forgery_type", "family", "generator") if c in df.columns]
+    if fake_only:
+        filled = np.zeros(len(df), dtype=bool)
+        for column in fake_only:
+            filled |= df[column].map(lambda v: bool(_as_text(v).strip())).to_numpy(dtype=bool)
+        for i in np.flatnonzero(filled):
+            if labels[i] == 0:
+                add(
+                    ManifestProblem(
+                        int(rows[i]),
+                        None,
+                        "real image (label 0) has forgery labels; they are ignored",
+                        "warning",
+                    )
+                )
+
+
+def _check_files(
+    root: Path, rows: np.ndarray, paths: list[Any], path_ok: np.ndarray, add, progress: bool
+) -> None:
+    from tqdm.auto import tqdm
+
+    iterator = zip(rows, paths, path_ok, strict=True)
+    if progress:
+        iterator = tqdm(iterator, total=len(paths), desc="checking files", unit="file", leave=False)
+    root_text = str(root)
+    for row, path, ok in iterator:
+        if not ok:
+            continue
+        full = os.path.join(root_text, str(path))
+        if not os.path.isfile(full):
+            reason = "is a directory, not a file" if os.path.isdir(full) else "file not found"
+            add(ManifestProblem(int(row), "path", f"{path}: {reason} under {root}"))
+
+
+def load_manifest(
+    path: str | Path,
+    root: str | Path | None,
+    drop_invalid: bool = False,
+    check_files: bool = True,
+    max_listed: int = 20,
+    prompt_set: str | PromptSet | None = "default",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Read and validate a manifest; refuse it with a message listing its problems unless ``drop_invalid``.
+
+    With ``drop_invalid=True`` rows with errors are dropped and their number is logged (and stored in
+    ``df.attrs["dropped_rows"]``); problems of the whole table (a missing column) still raise. ``root``
+    defaults to the manifest's own folder when None. The result has int64 labels, text elsewhere, and keeps
+    the manifest row numbers as its index.
+    """
+    path = Path(path)
+    root_path = Path(root) if root is not None else path.parent
+    df = read_manifest(path)
+    report = validate_manifest(
+        df,
+        root=root_path,
+        check_files=check_files,
+        prompt_set=prompt_set,
+        progress=progress,
+        source=str(path),
+    )
+    if report.table_errors or (report.errors and not drop_invalid):
+        hint = (
+            ""
+            if report.table_errors
+            else f"\nrun `mfclip manifest validate {path} --root {root_path}` for the full list, "
+            "or load with drop_invalid=True to skip the bad rows"
+        )
+        raise ManifestError(f"invalid manifest\n{report.format(max_listed)}{hint}")
+    dropped = report.bad_rows
+    if dropped:
+        shown = "; ".join(str(p) for p in report.errors[:3])
+        logger.warning(
+            "%s: dropped %d of %d rows with problems (%s%s)",
+            path,
+            len(dropped),
+            len(df),
+            shown,
+            "; ..." if len(report.errors) > 3 else "",
+        )
+        df = df.drop(index=dropped)
+        if len(df) == 0:
+            raise ManifestError(f"{path}: every row has a problem; nothing left after dropping them")
+    for warning in report.warnings[:5]:
+        logger.info("%s: %s", path, warning)
+    df["label"] = _label_values(df["label"]).astype("int64")
+    df.attrs["source"] = str(path)
+    df.attrs["root"] = str(root_path)
+    df.attrs["dropped_rows"] = len(dropped)
+    return df
+
+
+# --------------------------------------------------------------------------------------------------
+# Prompts
+
+
+@dataclass(frozen=True)
+class PromptTable:
+    """Prompt tokens for every manifest row, stored once per distinct label tuple.
+
+    ``tokens`` (U, 4, 77) int64 and ``mask`` (U, 4) bool hold the U distinct prompt combinations;
+    ``row_index`` (N,) maps each row (in DataFrame order) to one of them.
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    row_index: np.ndarray
+    prompts: list[tuple[str, ...]]
+
+    def __len__(self) -> int:
+        return len(self.row_index)
+
+    def rows(self, positions: np.ndarray | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (k, 4, 77) and mask (k, 4) of the rows at ``positions`` (0-based, DataFrame order)."""
+        import torch
+
+        unique = torch.as_tensor(self.row_index[np.asarray(positions, dtype=np.int64)])
+        return self.tokens[unique], self.mask[unique]
+
+
+def build_prompt_table(df: pd.DataFrame, prompt_set: str | PromptSet = "default") -> PromptTable:
+    """Tokenize each distinct (label, forgery_type, family, generator) prompt combination once."""
+    import torch
+
+    from mfclip.prompts import load_prompt_set, tokenize
+
+    prompts = load_prompt_set(prompt_set) if isinstance(prompt_set, str) else prompt_set
+    parsed = _label_values(df["label"])
+    if parsed.isna().any():
+        position = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        value = df["label"].iloc[position]
+        raise ManifestError(f"row {df.index[position]}, column 'label': label must be 0 or 1, got {value!r}")
+    labels = parsed.astype("int64").to_numpy()
+    keys = pd.DataFrame({"label": labels})
+    for name in ("forgery_type", "family", "generator"):
+        keys[name] = df[name].fillna("").astype(str).to_numpy() if name in df.columns else ""
+    keys.loc[labels == 0, ["forgery_type", "family", "generator"]] = ""  # every real reads the same prompts
+    codes = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
+    _, first_rows = np.unique(codes, return_index=True)
+    combos: list[tuple[str, ...]] = []
+    masks: list[list[bool]] = []
+    for label, forgery_type, family, generator in keys.iloc[first_rows].itertuples(index=False):
+        texts, mask = prompts.prompts_for(int(label), forgery_type or None, family or None, generator or None)
+        combos.append(tuple(texts))
+        masks.append(mask)
+    distinct = sorted({text for combo in combos for text in combo})
+    if distinct:
+        token_rows = tokenize(distinct)
+        position = {text: i for i, text in enumerate(distinct)}
+        index = torch.tensor([[position[t] for t in combo] for combo in combos], dtype=torch.long)
+        tokens = token_rows[index].to(torch.int64)
+    else:
+        from mfclip.prompts import CONTEXT_LENGTH, NUM_LEVELS
+
+        tokens = torch.zeros((0, NUM_LEVELS, CONTEXT_LENGTH), dtype=torch.int64)
+    mask_tensor = torch.tensor(masks, dtype=torch.bool).reshape(len(combos), -1)
+    return PromptTable(
+        tokens=tokens, mask=mask_tensor, row_index=np.asarray(codes, dtype=np.int64), prompts=combos
+    )
+
+
+def prompt_tokens_for_manifest(
+    df: pd.DataFrame, prompt_set: str | PromptSet = "default"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens (N, 4, 77) int64 and level mask (N, 4) bool for every row; each distinct prompt tokenized once.
+
+    For very large manifests prefer :func:`build_prompt_table`, which does not repeat the tokens per row.
+    """
+    table = build_prompt_table(df, prompt_set)
+    return table.rows(np.arange(len(df)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection, splits, summaries
+
+Values = str | Iterable[str] | None
+
+
+def _as_set(value: Values) -> set[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {value}
+    return {str(v) for v in value}
+
+
+def _match(df: pd.DataFrame, column: str, wanted: set[str], strict: bool, scope: pd.Series) -> pd.Series:
+    if column not in df.columns:
+        raise ManifestError(f"select_rows: the manifest has no column {column!r}")
+    values = df[column].map(_as_text)
+    if strict:
+        present = set(values[scope].tolist())
+        missing = sorted(wanted - present)
+        if missing:
+            hint = closest(missing[0], present)
+            suggestion = f"; did you mean {hint!r}?" if hint else ""
+            shown = ", ".join(sorted(v for v in present if v)[:20]) or "(none)"
+            raise ManifestError(
+                f"select_rows: {column} {missing[0]!r} does not occur in the manifest{suggestion} "
+                f"(values present: {shown})"
+            )
+    return values.isin(wanted)
+
+
+def select_rows(
+    df: pd.DataFrame,
+    split: Values = None,
+    dataset: Values = None,
+    forgery_type: Values = None,
+    family: Values = None,
+    generator: Values = None,
+    include_real: bool = True,
+    exclude_generator: Values = None,
+    where: Mapping[str, Values] | None = None,
+    fake_where: Mapping[str, Values] | None = None,
+    strict: bool = True,
+) -> pd.DataFrame:
+    """Rows matching the filters, keeping the manifest row numbers as the index.
+
+    Each filter takes one value or a list (None: any). ``split``, ``dataset`` and ``where`` (column →
+    values) apply to every row. ``forgery_type``, ``family``, ``generator``, ``exclude_generator`` and
+    ``fake_where`` choose among the fake rows; real rows are kept when ``include_real`` (they have no
+    forgery labels). E.g. "split=train, forgery_type in [entire_synthesis] plus reals" is
+    ``select_rows(df, split="train", forgery_type=["entire_synthesis"])``.
+    With ``strict`` a filter value that never occurs in the manifest raises, so a misspelt protocol is
+    caught instead of silently selecting nothing.
+    """
+    everything = pd.Series(True, index=df.index)
+    keep = everything.copy()
+    for column, value in (("split", split), ("dataset", dataset), *((where or {}).items())):
+        wanted = _as_set(value)
+        if wanted is not None:
+            keep &= _match(df, column, wanted, strict, everything)
+    labels = _label_values(df["label"])
+    fake = labels == 1
+    real = labels == 0
+    fake_keep = fake.copy()
+    fake_filters = [("forgery_type", forgery_type), ("family", family), ("generator", generator)]
+    fake_filters += list((fake_where or {}).items())
+    for column, value in fake_filters:
+        wanted = _as_set(value)
+        if wanted is not None:
+            fake_keep &= _match(df, column, wanted, strict, fake)
+    excluded = _as_set(exclude_generator)
+    if excluded is not None:
+        fake_keep &= ~_match(df, "generator", excluded, strict, fake)
+    rows = keep & (fake_keep | (real if include_real else False))
+    return df[rows]
+
+
+def assign_splits(
+    df: pd.DataFrame,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    group_column: str | None = "video_id",
+    only_empty: bool = True,
+) -> pd.DataFrame:
+    """Fill ``split`` by a stable hash of each row's group, in the train/val/test ``fractions``.
+
+    Rows that share a non-empty ``group_column`` value (a video, an identity) always land in the same
+    split, so no group leaks across splits; rows with an empty group are assigned by their path. The hash
+    depends only on ``seed`` and the group, so adding rows never moves existing ones. With ``only_empty``
+    rows that already have a valid split keep it.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+        raise ManifestError(
+            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
+    result = df.copy()
+    if "split" not in result.columns:
+        result["split"] = ""
+    paths = result["path"].map(_as_text)
+    if group_column and group_column in result.columns:
+        groups = result[group_column].map(_as_text)
+        keys = groups.where(groups != "", "path:" + paths)
+    else:
+        keys = "path:" + paths
+    bounds = np.cumsum(fractions)
+
+    def pick(key: str) -> str:
+        digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
+        position = int.from_bytes(digest[:8], "big") / 2**64
+        return SPLITS[min(int(np.searchsorted(bounds, position, side="right")), 2)]
+
+    chosen = keys.map(pick)
+    if only_empty:
+        current = result["split"].map(_as_text)
+        result["split"] = current.where(current.isin(SPLITS), chosen)
+    else:
+        result["split"] = chosen
+    return result
+
+
+def summarize_manifest(df: pd.DataFrame) -> dict[str, Any]:
+    """Counts by split × label, dataset, forgery type, family and generator (fakes), and video count."""
+    labels = _label_values(df["label"])
+    names = labels.map({0: "real", 1: "fake"}).fillna("invalid")
+    table = df.assign(_class=names)
+
+    def counts(column: str, fakes_only: bool = False) -> dict[str, dict[str, int]]:
+        part = table[table["_class"] == "fake"] if fakes_only else table
+        if column not in part.columns:
+            return {}
+        grouped = part.groupby([part[column].map(_as_text), "_class"]).size()
+        result: dict[str, dict[str, int]] = {}
+        for (value, cls), n in grouped.items():
+            result.setdefault(value or "(empty)", {})[cls] = int(n)
+        return result
+
+    videos = df["video_id"].map(_as_text) if "video_id" in df.columns else pd.Series([], dtype=str)
+    return {
+        "rows": len(df),
+        "real": int((labels == 0).sum()),
+        "fake": int((labels == 1).sum()),
+        "videos": int(videos[videos != ""].nunique()),
+        "video_files": int(df["path"].map(lambda p: is_video_path(_as_text(p))).sum()) if "path" in df else 0,
+        "split": counts("split"),
+        "dataset": counts("dataset"),
+        "forgery_type": counts("forgery_type", fakes_only=True),
+        "family": counts("family", fakes_only=True),
+        "generator": counts("generator", fakes_only=True),
+    }
+
+
+def resolve_path(root: str | Path, path: str) -> Path:
+    """The file a manifest path names under ``root``."""
+    return Path(root) / path

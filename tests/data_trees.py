@@ -1,0 +1,248 @@
+"""Miniature copies of dataset folder trees (real folder and file names, tiny files) and bad image files.
+
+Used by the manifest, importer and dataset tests. Images are 8x8 PNG/JPEG; videos are small placeholder
+files, since importers only read their names.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+VIDEO_BYTES = b"\x00\x00\x00\x18ftypmp42 placeholder video"
+
+
+def image_bytes(seed: int = 0, size: int = 8, fmt: str = "PNG") -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def write_image(path: Path, seed: int = 0, size: int = 8) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    path.write_bytes(image_bytes(seed, size, fmt))
+    return path
+
+
+def write_video(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(VIDEO_BYTES)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad and unusual image files
+
+
+def write_bad_images(directory: Path, full_size: int = 16) -> dict[str, Path]:
+    """One file per awkward case; returns name → path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    good = directory / "good.png"
+    Image.fromarray(np.full((full_size, full_size, 3), 120, np.uint8)).save(good)
+    files["good"] = good
+    data = good.read_bytes()
+    files["truncated"] = directory / "truncated.png"
+    files["truncated"].write_bytes(data[: len(data) // 2])
+    files["zero_byte"] = directory / "zero.png"
+    files["zero_byte"].write_bytes(b"")
+    files["not_image"] = directory / "notes.png"
+    files["not_image"].write_text("this is not an image\n")
+    files["huge"] = directory / "huge.png"
+    Image.new("RGB", (400, 300), (10, 20, 30)).save(files["huge"])
+    files["cmyk"] = directory / "cmyk.jpg"
+    Image.new("CMYK", (full_size, full_size), (0, 255, 255, 0)).save(files["cmyk"])  # red
+    files["sixteen_bit"] = directory / "sixteen.png"
+    Image.fromarray(np.full((full_size, full_size), 65535 // 2, np.uint16)).save(files["sixteen_bit"])
+    files["palette"] = directory / "palette.png"
+    palette = Image.new("P", (full_size, full_size), 1)
+    palette.putpalette([0, 0, 0, 0, 200, 0] + [0] * (254 * 3))  # index 1 = green
+    palette.save(files["palette"])
+    files["rgba"] = directory / "rgba.png"
+    Image.new("RGBA", (full_size, full_size), (255, 255, 255, 0)).save(files["rgba"])  # transparent white
+    files["grey"] = directory / "grey.png"
+    Image.new("L", (full_size, full_size), 77).save(files["grey"])
+    return files
+
+
+# --------------------------------------------------------------------------------------------------
+# Dataset trees
+
+
+def build_diff_tree(root: Path) -> dict[str, int]:
+    """DiFF: split folders, real/ and the four subsets with their generators' real nesting."""
+    fakes = [
+        "train/t2i/Midjourney/id_0974/016.png",
+        "train/t2i/HPS/id_0418/image_4/1.jpg/align_sd_gene_000_000.png",
+        "train/i2i/LoRA/LoRA/id_0278/lora_020_000.png",
+        "train/fs/DiffFace/id_1804/4.jpg/id_1185/img_id_006_003.png",
+        "train/fe/cycle_diff/id_2780/seed_6/0.jpg_3/gene.png",
+        "val/fs/DCFace/id_0509/002.jpg",
+        "test/t2i/SDXL/id_2575/images_4/M1_002/sd2_gene_1.png",
+        "test/fe/CoDiff/id_1909/6.jpg/id_2731_9.png/0C_interText_optDM_1_alpha=-0.5.png",
+        "test/i2i/FreeDoM_I/id_0160/arcface_face_2/1.jpg/FreeDom_Gene.png",
+    ]
+    reals = ["train/real/00001.png", "train/real/00002.png", "val/real/00003.png", "test/real/00004.png"]
+    for i, rel in enumerate(fakes + reals):
+        write_image(root / rel, seed=i)
+    write_text(root / "train/real/notes.txt", "not an image")
+    (root / "train/real/00005.png").write_bytes(b"")
+    write_image(root / "train/extra/x.png")
+    return {"fake": len(fakes), "real": len(reals), "skipped": 3}
+
+
+def build_folder_tree(root: Path) -> dict[str, int]:
+    write_image(root / "train/real/a.png", 1)
+    write_image(root / "train/real/b.png", 2)
+    write_image(root / "train/fake/SDXL/c.png", 3)
+    write_image(root / "train/fake/stylegan3/d.png", 4)
+    write_image(root / "val/0_real/e.png", 5)
+    write_image(root / "val/1_fake/MyGen/sub/f.png", 6)
+    write_image(root / "test/fake/g.png", 7)
+    write_text(root / "README.txt", "about this dataset")
+    return {"real": 3, "fake": 4, "skipped": 1}
+
+
+def build_genface_tree(root: Path) -> Path:
+    """Images plus the user's CSV; returns the CSV path."""
+    write_image(root / "images/real/001.png", 1)
+    write_image(root / "images/DDPM/002.png", 2)
+    write_image(root / "images/IAFaces/003.png", 3)
+    write_image(root / "images/Mystery/004.png", 4)
+    csv = root / "genface.csv"
+    csv.write_text(
+        "path,generator,split\n"
+        "images/real/001.png,real,train\n"
+        "images/DDPM/002.png,DDPM,train\n"
+        "images/IAFaces/003.png,iafaces,test\n"
+        "images/Mystery/004.png,Mystery,val\n"
+        "images/missing.png,DDPM,test\n"
+        ",DDPM,test\n"
+        "images/DDPM/002.png,DDPM,sometimes\n"
+        "../outside.png,DDPM,train\n",
+        encoding="utf-8",
+    )
+    return csv
+
+
+def build_ffpp_tree(root: Path, frames: bool = False) -> None:
+    """FaceForensics++ with c23 videos (or frames), a c40 copy, a masks folder and official splits."""
+    kind_videos = [
+        ("original_sequences/youtube/c23", ["000", "001", "002", "003", "004"]),
+        ("manipulated_sequences/Deepfakes/c23", ["000_001", "001_000", "002_003", "003_002"]),
+        ("manipulated_sequences/Face2Face/c23", ["000_001", "002_003"]),
+    ]
+    for folder, ids in kind_videos:
+        for vid in ids:
+            if frames:
+                for f in range(2):
+                    write_image(root / folder / "frames" / vid / f"{f:04d}.png", f)
+            else:
+                write_video(root / folder / "videos" / f"{vid}.mp4")
+    write_video(root / "original_sequences/youtube/c40/videos/000.mp4")
+    write_video(root / "manipulated_sequences/Deepfakes/masks/videos/000_001.mp4")
+    write_video(root / "original_sequences/actors/c23/videos/01__exit_phone_room.mp4")
+    write_video(
+        root / "manipulated_sequences/DeepFakeDetection/c23/videos/01_02__exit_phone_room__YVGY8LOK.mp4"
+    )
+    splits = root / "splits"
+    splits.mkdir(parents=True, exist_ok=True)
+    (splits / "train.json").write_text(json.dumps([["000", "001"]]))
+    (splits / "val.json").write_text(json.dumps([["004", "999"]]))
+    (splits / "test.json").write_text(json.dumps([["002", "003"]]))
+
+
+def build_celebdf_tree(root: Path, frames: bool = False) -> None:
+    videos = {
+        "Celeb-real": ["id0_0000", "id0_0001"],
+        "YouTube-real": ["00170", "00171"],
+        "Celeb-synthesis": ["id0_id16_0004", "id0_id1_0000"],
+    }
+    for folder, names in videos.items():
+        for name in names:
+            if frames:
+                write_image(root / folder / "frames" / name / "000.png")
+                write_image(root / folder / "frames" / name / "001.png")
+            else:
+                write_video(root / folder / f"{name}.mp4")
+    write_text(
+        root / "List_of_testing_videos.txt",
+        "1 YouTube-real/00170.mp4\n0 Celeb-synthesis/id0_id16_0004.mp4\n1 Celeb-real/id9_9999.mp4\n",
+    )
+
+
+def build_dfdc_tree(root: Path) -> None:
+    part = root / "dfdc_train_part_0"
+    metadata = {
+        "aaqaifqrwn.mp4": {"label": "FAKE", "split": "train", "original": "bbbbbbbbbb.mp4"},
+        "bbbbbbbbbb.mp4": {"label": "REAL", "split": "train", "original": None},
+        "missingvid.mp4": {"label": "FAKE", "split": "train", "original": "bbbbbbbbbb.mp4"},
+        "weirdlabel.mp4": {"label": "MAYBE", "split": "train"},
+    }
+    write_text(part / "metadata.json", json.dumps(metadata))
+    for name in ("aaqaifqrwn.mp4", "bbbbbbbbbb.mp4", "unlisted00.mp4", "weirdlabel.mp4"):
+        write_video(part / name)
+    write_text(root / "test/labels.csv", "filename,label\ncccccccccc.mp4,1\ndddddddddd.mp4,0\n")
+    write_video(root / "test/videos/cccccccccc.mp4")
+    write_video(root / "test/videos/dddddddddd.mp4")
+
+
+def build_deepfakebench_tree(root: Path) -> Path:
+    """Frames under root plus a DeepfakeBench JSON whose paths carry a foreign absolute prefix."""
+    prefix = "/mnt/lab/DeepfakeBench/datasets/rgb"
+    frames = {
+        ("FF-real", "train", "000"): ["FaceForensics++/original_sequences/youtube/c23/frames/000/000.png"],
+        ("FF-real", "test", "002"): [
+            "FaceForensics++/original_sequences/youtube/c23/frames/002/000.png",
+            "FaceForensics++/original_sequences/youtube/c23/frames/002/001.png",
+        ],
+        ("FF-DF", "train", "000_003"): [
+            "FaceForensics++/manipulated_sequences/Deepfakes/c23/frames/000_003/000.png"
+        ],
+        ("FF-DF", "test", "002_006"): [
+            "FaceForensics++/manipulated_sequences/Deepfakes/c23/frames/002_006/000.png"
+        ],
+    }
+    for paths in frames.values():
+        for rel in paths:
+            write_image(root / rel)
+    data: dict = {"FF-DF": {"FF-real": {}, "FF-DF": {}}}
+    for (label, split, video), paths in frames.items():
+        listed = [f"{prefix}/{p}" for p in paths]
+        if video == "002_006":  # Windows separators, as in some published files
+            listed = ["D:\\data\\rgb\\" + p.replace("/", "\\") for p in paths]
+        entry = {"label": label, "frames": listed}
+        data["FF-DF"][label].setdefault(split, {}).setdefault("c23", {})[video] = entry
+        if split == "test":  # DeepfakeBench copies test videos into val
+            data["FF-DF"][label].setdefault("val", {}).setdefault("c23", {})[video] = dict(entry)
+    data["FF-DF"]["FF-DF"]["train"]["c23"]["000_009"] = {
+        "label": "FF-DF",
+        "frames": [f"{prefix}/FaceForensics++/manipulated_sequences/Deepfakes/c23/frames/000_009/000.png"],
+    }
+    json_path = root / "dataset_json" / "FF-DF.json"
+    write_text(json_path, json.dumps(data))
+    return json_path
+
+
+def build_diffusionface_tree(root: Path) -> None:
+    write_image(root / "MM-CelebA-HQ/0.jpg", 0)
+    write_image(root / "MM-CelebA-HQ/1.jpg", 1)
+    write_image(root / "Text2Img/SDXL/2.png", 2)
+    write_image(root / "Inpaint/SD_inpaint/3.png", 3)
+    write_image(root / "DiffSwap/DiffSwap/4.png", 4)
+    write_image(root / "Unconditional/DDPM/test/5.png", 5)
+    write_image(root / "DiffAE/6.png", 6)
+    write_image(root / "Other_Model/7.png", 7)
+    write_text(root / "Text2Img/SDXL/prompts.txt", "a face")

@@ -1,0 +1,413 @@
+"""Importers on miniature trees with each dataset's real naming; skipped-file logs; the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data_trees import (
+    build_celebdf_tree,
+    build_deepfakebench_tree,
+    build_dfdc_tree,
+    build_diff_tree,
+    build_diffusionface_tree,
+    build_ffpp_tree,
+    build_folder_tree,
+    build_genface_tree,
+    write_bad_images,
+    write_image,
+)
+from mfclip.cli.errors import run_app
+from mfclip.data.importers import ImporterError, import_dataset, list_importers, run_import
+from mfclip.data.manifest import load_manifest, read_manifest, validate_manifest
+
+
+def skipped_reasons(result) -> dict[str, str]:
+    return {s.path: s.reason for s in result.skipped}
+
+
+def by_path(result) -> dict[str, dict]:
+    return {row["path"]: row for row in result.rows}
+
+
+def test_registry_lists_every_importer() -> None:
+    from mfclip.cli.data import IMPORTERS_HELP
+
+    expected = {
+        "diff",
+        "diffusionface",
+        "genface",
+        "ffpp",
+        "dfd",
+        "celebdf",
+        "dfdc",
+        "deepfakebench",
+        "folder",
+    }
+    assert set(list_importers()) == expected
+    assert {name.strip() for name in IMPORTERS_HELP.split(",")} == expected
+    with pytest.raises(ImporterError, match="unknown dataset importer 'dif'; did you mean 'diff'"):
+        import_dataset("dif", ".")
+
+
+def test_diff(tmp_path: Path) -> None:
+    expected = build_diff_tree(tmp_path)
+    result = import_dataset("diff", tmp_path)
+    rows = by_path(result)
+    assert sum(r["label"] == 1 for r in rows.values()) == expected["fake"]
+    assert sum(r["label"] == 0 for r in rows.values()) == expected["real"]
+    lora = rows["train/i2i/LoRA/LoRA/id_0278/lora_020_000.png"]
+    assert (lora["generator"], lora["forgery_type"], lora["family"], lora["subset"]) == (
+        "LoRA",
+        "entire_synthesis",
+        "diffusion",
+        "i2i",
+    )
+    assert rows["val/fs/DCFace/id_0509/002.jpg"]["forgery_type"] == "face_swap"
+    codiff = next(r for p, r in rows.items() if p.startswith("test/fe/CoDiff"))
+    assert (codiff["split"], codiff["forgery_type"]) == ("test", "attribute_manipulation")
+    assert rows["val/real/00003.png"]["split"] == "val"
+    reasons = skipped_reasons(result)
+    assert reasons["train/real/notes.txt"] == "not an image file"
+    assert reasons["train/real/00005.png"] == "empty file (0 bytes)"
+    assert "unexpected folder" in reasons["train/extra/"]
+    assert len(reasons) == expected["skipped"]
+
+
+def test_diff_without_split_folders_needs_a_split(tmp_path: Path) -> None:
+    write_image(tmp_path / "real/00001.png")
+    write_image(tmp_path / "t2i/Midjourney/id_0001/001.png")
+    with pytest.raises(ImporterError, match=r"2 of 2 rows have no split.*--default-split"):
+        import_dataset("diff", tmp_path)
+    result = import_dataset("diff", tmp_path, default_split="test")
+    assert {r["split"] for r in result.rows} == {"test"}
+
+
+def test_folder(tmp_path: Path) -> None:
+    expected = build_folder_tree(tmp_path)
+    result = import_dataset("folder", tmp_path, dataset_name="mine")
+    rows = by_path(result)
+    assert sum(r["label"] == 0 for r in rows.values()) == expected["real"]
+    stylegan = rows["train/fake/stylegan3/d.png"]  # canonical spelling from the prompt set
+    assert (stylegan["generator"], stylegan["family"], stylegan["forgery_type"]) == (
+        "StyleGAN3",
+        "gan",
+        "entire_synthesis",
+    )
+    assert rows["val/1_fake/MyGen/sub/f.png"]["generator"] == "MyGen"
+    assert rows["test/fake/g.png"]["generator"] == ""
+    assert rows["val/0_real/e.png"] == {
+        **rows["val/0_real/e.png"],
+        "label": 0,
+        "split": "val",
+        "dataset": "mine",
+    }
+    assert skipped_reasons(result) == {"README.txt": "not under a real/ or fake/ folder"}
+    assert any("MyGen" in w for w in result.warnings)
+
+
+def test_genface_from_csv(tmp_path: Path) -> None:
+    csv_path = build_genface_tree(tmp_path)
+    result = import_dataset("genface", tmp_path, csv=csv_path)
+    rows = by_path(result)
+    assert rows["images/real/001.png"]["label"] == 0
+    ia = rows["images/IAFaces/003.png"]
+    assert (ia["generator"], ia["forgery_type"], ia["family"], ia["split"]) == (
+        "IA-FaceS",
+        "attribute_manipulation",
+        "gan",
+        "test",
+    )
+    assert rows["images/DDPM/002.png"]["family"] == "diffusion"
+    assert rows["images/Mystery/004.png"]["forgery_type"] == ""
+    reasons = skipped_reasons(result)
+    assert reasons["images/missing.png"] == "file not found"
+    assert reasons["genface.csv line 7"] == "empty path"
+    assert "escapes the dataset root" in reasons["../outside.png"]
+    assert "split must be train, val or test, got 'sometimes'" in reasons["images/DDPM/002.png"]
+    with pytest.raises(ImporterError, match="needs --csv"):
+        import_dataset("genface", tmp_path)
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("file,gen\na.png,DDPM\n")
+    with pytest.raises(ImporterError, match=r"missing column.*path, generator"):
+        import_dataset("genface", tmp_path, csv=bad_csv)
+
+
+def test_ffpp_videos_with_official_splits(tmp_path: Path) -> None:
+    build_ffpp_tree(tmp_path)
+    result = import_dataset("ffpp", tmp_path)
+    rows = by_path(result)
+    assert len(rows) == 11
+    real = rows["original_sequences/youtube/c23/videos/002.mp4"]
+    assert (real["label"], real["split"], real["video_id"], real["compression"]) == (
+        0,
+        "test",
+        "youtube/c23/002",
+        "c23",
+    )
+    fake = rows["manipulated_sequences/Deepfakes/c23/videos/001_000.mp4"]
+    assert (fake["split"], fake["generator"], fake["forgery_type"]) == ("train", "Deepfakes", "face_swap")
+    assert fake["video_id"] == "Deepfakes/c23/001_000"
+    assert (
+        rows["manipulated_sequences/Face2Face/c23/videos/002_003.mp4"]["forgery_type"]
+        == "attribute_manipulation"
+    )
+    assert rows["original_sequences/youtube/c23/videos/004.mp4"]["split"] == "val"
+    reasons = skipped_reasons(result)
+    assert "compression c40 not imported" in reasons["original_sequences/youtube/c40/"]
+    assert "not a compression folder" in reasons["manipulated_sequences/Deepfakes/masks/"]
+    assert "mfclip import dfd" in reasons["original_sequences/actors/"]
+    every = import_dataset("ffpp", tmp_path, compression="all")
+    assert len(every.rows) == 12
+    with pytest.raises(ImporterError, match="media must be auto, videos or frames, got 'vids'"):
+        import_dataset("ffpp", tmp_path, media="vids")
+    with pytest.raises(ImporterError, match="compression must be one of raw, c23, c40 or all"):
+        import_dataset("ffpp", tmp_path, compression="c99")
+
+
+def test_ffpp_frames_and_missing_splits(tmp_path: Path) -> None:
+    build_ffpp_tree(tmp_path, frames=True)
+    result = import_dataset("ffpp", tmp_path)
+    assert len(result.rows) == 22
+    assert all(r["path"].endswith(".png") for r in result.rows)
+    first = by_path(result)["original_sequences/youtube/c23/frames/000/0001.png"]
+    assert (first["video_id"], first["split"]) == ("youtube/c23/000", "train")
+    for name in ("train", "val", "test"):
+        (tmp_path / "splits" / f"{name}.json").unlink()
+    with pytest.raises(ImporterError, match="split files not found"):
+        import_dataset("ffpp", tmp_path)
+    (tmp_path / "splits" / "train.json").write_text('{"not": "pairs"}')
+    with pytest.raises(ImporterError, match="not found"):
+        import_dataset("ffpp", tmp_path, split_dir=tmp_path / "splits")
+
+
+def test_ffpp_bad_split_file(tmp_path: Path) -> None:
+    build_ffpp_tree(tmp_path)
+    (tmp_path / "splits" / "val.json").write_text('{"not": "pairs"}')
+    with pytest.raises(ImporterError, match=r"val\.json: expected a list of \[id, id\] pairs"):
+        import_dataset("ffpp", tmp_path)
+
+
+def test_dfd(tmp_path: Path) -> None:
+    build_ffpp_tree(tmp_path)
+    result = import_dataset("dfd", tmp_path, default_split="test")
+    labels = {r["path"].split("/")[1]: r["label"] for r in result.rows}
+    assert labels == {"actors": 0, "DeepFakeDetection": 1}
+    with pytest.raises(ImporterError, match="DFD has no official split"):
+        import_dataset("dfd", tmp_path)
+
+
+def test_celebdf(tmp_path: Path) -> None:
+    build_celebdf_tree(tmp_path)
+    result = import_dataset("celebdf", tmp_path)
+    rows = by_path(result)
+    assert rows["YouTube-real/00170.mp4"]["split"] == "test"
+    assert rows["Celeb-synthesis/id0_id16_0004.mp4"] == {
+        **rows["Celeb-synthesis/id0_id16_0004.mp4"],
+        "label": 1,
+        "split": "test",
+        "forgery_type": "face_swap",
+        "video_id": "Celeb-synthesis/id0_id16_0004",
+    }
+    assert rows["Celeb-real/id0_0001.mp4"]["split"] == "train"
+    assert any("Celeb-real/id9_9999" in w for w in result.warnings)
+
+
+def test_celebdf_frames(tmp_path: Path) -> None:
+    build_celebdf_tree(tmp_path, frames=True)
+    result = import_dataset("celebdf", tmp_path)
+    assert len(result.rows) == 12
+    assert {r["video_id"] for r in result.rows if r["split"] == "test"} == {
+        "YouTube-real/00170",
+        "Celeb-synthesis/id0_id16_0004",
+    }
+
+
+def test_dfdc(tmp_path: Path) -> None:
+    build_dfdc_tree(tmp_path)
+    result = import_dataset("dfdc", tmp_path)
+    rows = by_path(result)
+    assert rows["dfdc_train_part_0/aaqaifqrwn.mp4"]["label"] == 1
+    assert rows["dfdc_train_part_0/bbbbbbbbbb.mp4"]["label"] == 0
+    assert rows["test/videos/cccccccccc.mp4"] == {
+        **rows["test/videos/cccccccccc.mp4"],
+        "label": 1,
+        "split": "test",
+    }
+    assert rows["test/videos/dddddddddd.mp4"]["label"] == 0
+    reasons = skipped_reasons(result)
+    assert (
+        reasons["dfdc_train_part_0/unlisted00.mp4"] == "video not listed in any metadata.json or labels.csv"
+    )
+    assert (
+        "listed in metadata.json but not found"
+        in reasons["dfdc_train_part_0/missingvid.mp4 (from dfdc_train_part_0/metadata.json)"]
+    )
+    assert "got 'MAYBE'" in reasons["dfdc_train_part_0/weirdlabel.mp4 (from dfdc_train_part_0/metadata.json)"]
+    assert "dfdc_train_part_0/weirdlabel.mp4" not in reasons  # reported once, for its label
+
+
+def test_deepfakebench_json(tmp_path: Path) -> None:
+    json_path = build_deepfakebench_tree(tmp_path)
+    result = import_dataset("deepfakebench", tmp_path, json_path=json_path)
+    rows = by_path(result)
+    assert len(rows) == 5
+    windows = rows["FaceForensics++/manipulated_sequences/Deepfakes/c23/frames/002_006/000.png"]
+    assert (windows["split"], windows["generator"], windows["forgery_type"], windows["dataset"]) == (
+        "test",
+        "Deepfakes",
+        "face_swap",
+        "ffpp",
+    )
+    assert (windows["subset"], windows["compression"], windows["video_id"]) == (
+        "FF-DF",
+        "c23",
+        "FF-DF/c23/002_006",
+    )
+    real = rows["FaceForensics++/original_sequences/youtube/c23/frames/002/001.png"]
+    assert (real["label"], real["split"]) == (0, "test")
+    reasons = skipped_reasons(result)
+    assert reasons["FF-DF/FF-real/val/c23/002"] == "video also listed under split 'test'; kept there"
+    missing = next(p for p in reasons if p.endswith("000_009/000.png"))
+    assert "not found under" in reasons[missing]
+    with pytest.raises(ImporterError, match="needs --json"):
+        import_dataset("deepfakebench", tmp_path)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ImporterError, match=r"broken\.json: not a readable JSON file"):
+        import_dataset("deepfakebench", tmp_path, json_path=broken)
+
+
+def test_diffusionface(tmp_path: Path) -> None:
+    build_diffusionface_tree(tmp_path)
+    result = import_dataset("diffusionface", tmp_path, default_split="train")
+    rows = by_path(result)
+    assert rows["MM-CelebA-HQ/0.jpg"]["label"] == 0
+    assert (rows["Inpaint/SD_inpaint/3.png"]["forgery_type"], rows["Inpaint/SD_inpaint/3.png"]["subset"]) == (
+        "attribute_manipulation",
+        "Inpaint",
+    )
+    assert rows["DiffSwap/DiffSwap/4.png"]["forgery_type"] == "face_swap"
+    ddpm = rows["Unconditional/DDPM/test/5.png"]
+    assert (ddpm["generator"], ddpm["split"], ddpm["family"]) == ("DDPM", "test", "diffusion")
+    assert rows["DiffAE/6.png"]["forgery_type"] == "attribute_manipulation"  # from the generator table
+    assert rows["Other_Model/7.png"]["forgery_type"] == ""
+    assert any("Other_Model" in w for w in result.warnings)
+    assert skipped_reasons(result) == {"Text2Img/SDXL/prompts.txt": "not an image file"}
+
+
+@pytest.mark.parametrize("name", ["folder", "diff", "diffusionface"])
+def test_empty_folder_says_no_images(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ImporterError, match=f"no images found under {tmp_path}"):
+        import_dataset(name, tmp_path)
+
+
+def test_bad_files_are_skipped_with_reasons(tmp_path: Path) -> None:
+    files = write_bad_images(tmp_path / "real")
+    write_image(tmp_path / "fake/SDXL/ok.png")
+    header = import_dataset("folder", tmp_path, default_split="train", max_pixels=50_000)
+    reasons = {Path(p).stem: r for p, r in skipped_reasons(header).items()}
+    assert reasons["zero"] == "empty file (0 bytes)"
+    assert reasons["notes"] == "not a recognised image format"
+    assert "400x300 = 120000 pixels, above the limit 50000" in reasons["huge"]
+    assert "truncated" not in reasons  # a header check cannot see truncation...
+    full = import_dataset("folder", tmp_path, default_split="train", max_pixels=50_000, verify="full")
+    assert "corrupt or truncated" in {Path(p).stem: r for p, r in skipped_reasons(full).items()}["truncated"]
+    kept = {Path(r["path"]).stem for r in full.rows}  # ...a full decode does; odd modes still decode
+    assert kept == {"good", "cmyk", "sixteen", "palette", "rgba", "grey", "ok"}
+    none = import_dataset("folder", tmp_path, default_split="train", verify="none")
+    assert {Path(s.path).stem for s in none.skipped} == {"zero"}
+    assert len(files) == 10
+
+
+def test_run_import_writes_manifest_and_skipped_log(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    build_diff_tree(root)
+    out = tmp_path / "out" / "diff.parquet"
+    result = run_import("diff", root, out)
+    assert (
+        result.manifest_path == out and result.skipped_path == tmp_path / "out" / "diff.parquet.skipped.csv"
+    )
+    df = load_manifest(out, root)
+    assert len(df) == 13 and "subset" in df.columns
+    assert validate_manifest(df, root=root).ok
+    with result.skipped_path.open() as handle:
+        logged = list(csv.DictReader(handle))
+    assert {row["path"] for row in logged} == {"train/real/notes.txt", "train/real/00005.png", "train/extra/"}
+
+
+def test_run_import_failure_still_writes_skipped_log(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/real").mkdir()
+    (tmp_path / "data/real/a.png").write_bytes(b"")
+    out = tmp_path / "m.csv"
+    with pytest.raises(ImporterError, match=r"(?s)no images found.*1 × empty file.*m\.csv\.skipped\.csv"):
+        run_import("folder", tmp_path / "data", out, default_split="test")
+    assert not out.exists()
+    assert "empty file (0 bytes)" in (tmp_path / "m.csv.skipped.csv").read_text()
+
+
+def test_import_rejects_foreign_options_and_bad_root(tmp_path: Path) -> None:
+    with pytest.raises(ImporterError, match="does not take option"):
+        import_dataset("diff", tmp_path, csv="x.csv")
+    with pytest.raises(ImporterError, match="is not a directory"):
+        import_dataset("diff", tmp_path / "nope")
+
+
+def test_split_fractions_assign_by_video(tmp_path: Path) -> None:
+    build_celebdf_tree(tmp_path, frames=True)
+    (tmp_path / "List_of_testing_videos.txt").unlink()
+    result = import_dataset("celebdf", tmp_path, split_fractions=(0.5, 0.25, 0.25), split_seed=1)
+    frame = pd.DataFrame(result.rows)
+    assert frame.groupby("video_id")["split"].nunique().max() == 1
+    assert set(frame["split"]) <= {"train", "val", "test"}
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def cli(argv: list[str]) -> int:
+    from mfclip.cli.main import app
+
+    return run_app(app, argv)
+
+
+def test_cli_import_validate_summary(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    build_ffpp_tree(root)
+    out = tmp_path / "ffpp.csv"
+    assert cli(["import", "ffpp", "--root", str(root), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 11 rows (5 real, 6 fake)" in printed and "ffpp.csv.skipped.csv" in printed
+    assert cli(["manifest", "validate", str(out), "--root", str(root)]) == 0
+    assert "no problems" in capsys.readouterr().out
+    assert cli(["manifest", "summary", str(out)]) == 0
+    summary = capsys.readouterr().out
+    assert "Deepfakes" in summary and "11 rows" in summary
+
+    df = read_manifest(out)
+    df.loc[3, "split"] = "tst"
+    df.to_csv(out, index=False)
+    assert cli(["manifest", "validate", str(out), "--root", str(root)]) == 2
+    assert "row 3, column 'split'" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    assert (
+        cli(["import", "folder", "--root", str(tmp_path), "--out", str(tmp_path / "m.csv"), "--no-progress"])
+        == 2
+    )
+    assert f"no images found under {tmp_path}" in capsys.readouterr().err
+    code = cli(
+        ["import", "diff", "--root", str(tmp_path), "--out", str(tmp_path / "m.csv"), "--csv", "x.csv"]
+    )
+    assert code == 2
+    assert "--csv does not apply to the diff importer" in capsys.readouterr().err
+    assert cli(["manifest", "validate", str(tmp_path / "missing.csv")]) == 2
+    assert "manifest not found" in capsys.readouterr().err
+    json.dumps({})  # keep the json import used for readability of the trees module
