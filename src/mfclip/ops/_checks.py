@@ -53,3 +53,18 @@ def chunk_size(items: int, elements_per_item: int, device: torch.device) -> int:
 def score_dtype(device: torch.device) -> torch.dtype:
     """Accumulation and result dtype of homogeneity scores: float64, or float32 where the device has none."""
     return torch.float32 if device.type == "mps" else torch.float64
+
+
+def is_exporting() -> bool:
+    """True while the operators are being traced or compiled (ONNX, TorchScript, torch.compile).
+
+    Graph capture needs a batch-size-independent program: no Python loops over batch chunks and no
+    ``out=`` writes into preallocated buffers, so the operators then take one whole-batch, out-of-place
+    path that computes the same values.
+    """
+    return bool(
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mfclip.ops._checks import chunk_size, score_dtype
+from mfclip.ops._checks import chunk_size, is_exporting, score_dtype
 
 # ITU-R BT.601 luma weights.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -29,6 +29,9 @@ def gray_levels(images: Tensor) -> Tensor:
     """
     x = images if images.dtype == torch.float32 else images.to(torch.float32)
     red, green, blue = x[..., 0, :, :], x[..., 1, :, :], x[..., 2, :, :]
+    if is_exporting():
+        levels = (red * LEVEL_WEIGHTS[0] + green * LEVEL_WEIGHTS[1]) + blue * LEVEL_WEIGHTS[2]
+        return levels.round().clamp(0.0, 255.0)
     levels = torch.mul(red, LEVEL_WEIGHTS[0])
     term = torch.mul(green, LEVEL_WEIGHTS[1])
     levels.add_(term)
@@ -45,6 +48,9 @@ def pair_term_sums(levels: Tensor) -> Tensor:
     mean within about 1e-8 of the exact value for any image size.
     """
     diff = levels[..., 1:] - levels[..., :-1]
+    if is_exporting():
+        terms = (1.0 + diff * diff).reciprocal()
+        return terms.sum(dim=-1).sum(dim=-1, dtype=score_dtype(diff.device))
     one = torch.ones((), dtype=diff.dtype, device=diff.device)
     torch.addcmul(one, diff, diff, out=diff).reciprocal_()
     return diff.sum(dim=-1).sum(dim=-1, dtype=score_dtype(diff.device))

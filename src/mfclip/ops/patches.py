@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mfclip.ops._checks import check_grid, check_images, chunk_size, score_dtype
+from mfclip.ops._checks import check_grid, check_images, chunk_size, is_exporting, score_dtype
 from mfclip.ops.glcm import gray_levels, pair_term_sums
 
 PATCH_MODES = ("richest", "random", "whole", "fixed:<k>")
@@ -54,6 +54,10 @@ def patch_homogeneity(images: Tensor, grid: int = 2) -> Tensor:
             f"{patch_w} pixel wide: GLCM homogeneity needs at least 2 columns per patch"
         )
     batch, _, height, width = images.shape
+    if is_exporting():
+        levels = gray_levels(images.detach())
+        tiles = levels.reshape(-1, grid, patch_h, grid, patch_w).transpose(2, 3)
+        return pair_term_sums(tiles).reshape(-1, grid * grid) / (patch_h * (patch_w - 1))
     scores = torch.empty((batch, grid * grid), dtype=score_dtype(images.device), device=images.device)
     with torch.no_grad():
         source = images.detach()

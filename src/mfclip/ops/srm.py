@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mfclip.ops._checks import check_images, chunk_size
+from mfclip.ops._checks import check_images, chunk_size, is_exporting
 
 _SRM_INTEGER_KERNELS = torch.tensor(
     [
@@ -104,8 +104,8 @@ def srm_residual(images: Tensor, input_scale: str = "unit") -> Tensor:
     scale = INPUT_SCALES[input_scale]
     batch, _, height, width = images.shape
     compute_dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
-    if torch.is_grad_enabled() and images.requires_grad:
-        # Differentiable path: the same filter as one conv2d, so autograd handles the backward pass.
+    if is_exporting() or (torch.is_grad_enabled() and images.requires_grad):
+        # Differentiable and graph-capture path: the same filter as one conv2d (autograd handles backward).
         weight = srm_conv_weight(compute_dtype, images.device)
         filtered = F.conv2d(images.to(compute_dtype) * scale, weight, padding=2)
         return F.hardtanh(filtered, -SRM_CLIP, SRM_CLIP).to(images.dtype)

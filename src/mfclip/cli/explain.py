@@ -1,0 +1,38 @@
+"""``mfclip explain``: a PNG panel showing why a detector scored an image as it did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("explain", no_args_is_help=True)(explain_command)
+
+
+def explain_command(
+    image: Path = typer.Argument(..., help="The image to explain."),
+    checkpoint: str = typer.Option(
+        ..., "--checkpoint", "-c", help="Checkpoint directory (or a Hub id when online)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output PNG."),
+    face_detect: str = typer.Option(
+        None, "--face-detect", help="Crop the largest face first: mtcnn or haar."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
+    threshold: float = typer.Option(
+        0.5, "--threshold", help="P(fake) at or above which the label is 'fake'."
+    ),
+) -> None:
+    """Write a PNG panel explaining why the detector scored IMAGE as it did.
+
+    The panel shows Grad-CAM of the image branch, the richest patch and its SRM residual, P(fake), and
+    (when the checkpoint has its text tower) the similarity of the image to each prompt.
+    """
+    from mfclip.inference.detector import Detector
+
+    detector = Detector.from_pretrained(checkpoint, device=device, face_detector=face_detect)
+    explanation = detector.explain(image, threshold=threshold)
+    explanation.save(out)
+    typer.echo(f"{image}: P(fake) = {explanation.p_fake:.4f} ({explanation.label}); panel written to {out}")

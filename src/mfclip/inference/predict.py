@@ -1,0 +1,542 @@
+"""Score many files (images, folders, videos) into a CSV or JSONL table, incrementally and resumably.
+
+One row per input: ``path, p_fake, label, p_fake_max, frames, box, error``. Images give ``p_fake``; videos
+give the mean over sampled frames as ``p_fake``, the maximum as ``p_fake_max`` and the number of frames
+scored as ``frames``. ``label`` is ``fake`` when ``p_fake >= threshold``, else ``real``. A file that cannot
+be scored gets a row with ``error`` set and the run goes on.
+
+On one device the loop is plain: a DataLoader decodes and preprocesses in worker processes, the model
+scores each batch, and rows are appended and flushed per batch. With several devices or nodes the same
+dataset runs through Lightning's ``Trainer.predict``; each rank appends to its own shard file and rank 0
+merges the shards into the output at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mfclip.data.decode import ImageDecodeError, is_image_path
+from mfclip.data.video import VideoDecodeError, is_video_path
+from mfclip.inference.preprocess import Preprocessor
+
+OUTPUT_COLUMNS = ("path", "p_fake", "label", "p_fake_max", "frames", "box", "error")
+OUTPUT_SUFFIXES = (".csv", ".jsonl")
+
+
+class PredictOutputError(ValueError):
+    """The output file cannot be used (wrong suffix, exists without --resume, written by another tool)."""
+
+
+@dataclass
+class PredictOptions:
+    """How :func:`predict_files` runs."""
+
+    threshold: float = 0.5
+    batch_size: int = 32
+    frames: int = 16  # frames sampled per video
+    num_workers: int | None = None  # DataLoader workers; None picks by job size
+    resume: bool = False  # skip paths already in the output
+    overwrite: bool = False  # replace an existing output instead of refusing
+    devices: int = 1  # >1, or -1 for every device of the node (or num_nodes > 1): Lightning's Trainer.predict
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.frames < 1:
+            raise ValueError(f"frames must be >= 1, got {self.frames}")
+        if (self.devices < 1 and self.devices != -1) or self.num_nodes < 1:
+            raise ValueError(
+                f"devices must be >= 1 or -1 (all), and num_nodes >= 1; "
+                f"got devices={self.devices}, num_nodes={self.num_nodes}"
+            )
+
+    @property
+    def distributed(self) -> bool:
+        return self.devices != 1 or self.num_nodes > 1
+
+
+@dataclass
+class PredictSummary:
+    """What a run did: inputs found, already done (resume), newly written rows, and rows with errors."""
+
+    inputs: int
+    skipped: int
+    written: int
+    errors: int
+    out: Path | None
+    error_examples: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def collect_inputs(inputs: Iterable[str | Path]) -> list[str]:
+    """Expand files and folders (recursively: images and videos by extension) into a list of paths.
+
+    Files named explicitly are kept whatever their extension (a non-image then gets an error row);
+    missing paths are kept too, so they get an error row rather than vanishing.
+    """
+    paths: list[str] = []
+    seen: set[str] = set()
+    for item in inputs:
+        path = Path(item)
+        found = (
+            sorted(str(p) for p in path.rglob("*") if p.is_file() and (is_image_path(p) or is_video_path(p)))
+            if path.is_dir()
+            else [str(path)]
+        )
+        for p in found:
+            if p not in seen:
+                seen.add(p)
+                paths.append(p)
+    return paths
+
+
+@dataclass
+class _Item:
+    """One input after loading: its frames (one for an image) or the reason it failed."""
+
+    path: str
+    images: torch.Tensor | None  # (n, 3, S, S)
+    box: tuple[int, int, int, int] | None = None
+    is_video: bool = False
+    error: str | None = None
+
+
+class _InputDataset(Dataset):
+    def __init__(self, paths: Sequence[str], preprocessor: Preprocessor, frames: int) -> None:
+        self.paths = list(paths)
+        self.preprocessor = preprocessor
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> _Item:
+        path = self.paths[index]
+        try:
+            if is_video_path(path):
+                tensors = self.preprocessor.prepare_video(path, self.frames)
+                return _Item(path, tensors, is_video=True)
+            prepared = self.preprocessor(self.preprocessor.load(path))
+            return _Item(path, prepared.tensor.unsqueeze(0), box=prepared.box)
+        except (ImageDecodeError, VideoDecodeError) as exc:
+            return _Item(path, None, is_video=is_video_path(path), error=exc.reason)
+        except Exception as exc:
+            return _Item(path, None, is_video=is_video_path(path), error=f"{type(exc).__name__}: {exc}")
+
+
+def _collate(items: list[_Item]) -> dict[str, Any]:
+    tensors = [item.images for item in items if item.images is not None]
+    images = torch.cat(tensors) if tensors else torch.empty(0)
+    meta = [
+        {
+            "path": item.path,
+            "count": 0 if item.images is None else int(item.images.shape[0]),
+            "box": item.box,
+            "is_video": item.is_video,
+            "error": item.error,
+        }
+        for item in items
+    ]
+    return {"images": images, "items": meta}
+
+
+def _rows(items: list[dict[str, Any]], scores: torch.Tensor, threshold: float) -> list[dict[str, Any]]:
+    """Turn per-frame scores back into one row per input."""
+    rows = []
+    offset = 0
+    values = scores.float().cpu().tolist()
+    for item in items:
+        count = item["count"]
+        row: dict[str, Any] = {column: None for column in OUTPUT_COLUMNS}
+        row["path"] = item["path"]
+        if item["error"] is not None:
+            row["error"] = " ".join(str(item["error"]).split())  # one line, whatever the message
+        else:
+            frame_scores = values[offset : offset + count]
+            offset += count
+            p_fake = sum(frame_scores) / len(frame_scores)
+            row["p_fake"] = p_fake
+            row["label"] = "fake" if p_fake >= threshold else "real"
+            if item["is_video"]:
+                row["p_fake_max"] = max(frame_scores)
+                row["frames"] = count
+            if item["box"] is not None:
+                row["box"] = list(item["box"])
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise PredictOutputError(
+            f"{path}: output must end in .csv or .jsonl, not {suffix or '(no suffix)'!r}"
+        )
+    return suffix[1:]
+
+
+class RowWriter:
+    """Appends rows to a CSV or JSONL file (or a stream), flushing after every batch of rows."""
+
+    def __init__(self, stream: IO[str], fmt: str, write_header: bool) -> None:
+        self.stream = stream
+        self.fmt = fmt
+        self._csv = (
+            csv.DictWriter(stream, fieldnames=OUTPUT_COLUMNS, lineterminator="\n") if fmt == "csv" else None
+        )
+        if self._csv is not None and write_header:
+            self._csv.writeheader()
+            stream.flush()
+
+    @classmethod
+    def append_to(cls, path: Path) -> RowWriter:
+        fmt = _format_of(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists() or path.stat().st_size == 0
+        return cls(open(path, "a", encoding="utf-8", newline=""), fmt, write_header=fresh)
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            if self._csv is not None:
+                self._csv.writerow({k: _csv_value(k, row.get(k)) for k in OUTPUT_COLUMNS})
+            else:
+                self.stream.write(json.dumps({k: row.get(k) for k in OUTPUT_COLUMNS}) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream not in (sys.stdout, sys.stderr):
+            self.stream.close()
+
+
+def _csv_value(column: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    if column in ("p_fake", "p_fake_max"):
+        return f"{float(value):.6f}"
+    if column == "box":
+        return " ".join(str(int(v)) for v in value)
+    return value
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Complete rows of an output file written by :class:`RowWriter` (a torn last line is dropped)."""
+    fmt = _format_of(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    if not text:
+        return []
+    if fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if tuple(reader.fieldnames or ()) != OUTPUT_COLUMNS:
+            raise PredictOutputError(
+                f"{path}: columns {reader.fieldnames} are not those of an mfclip prediction file "
+                f"{list(OUTPUT_COLUMNS)}; choose another --out"
+            )
+        return list(reader)
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise PredictOutputError(f"{path}: line {number} is not JSON; choose another --out") from None
+    return rows
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut a partly written last line (from a crash) so appended rows start on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+def _shard_paths(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f"{out.stem}.part-*{out.suffix}"))
+
+
+def _shard_path(out: Path, rank: int) -> Path:
+    return out.with_name(f"{out.stem}.part-{rank}{out.suffix}")
+
+
+def done_paths(out: Path) -> set[str]:
+    """Paths already written to ``out`` or to leftover shards of an interrupted multi-device run."""
+    done = {row["path"] for row in read_rows(out)}
+    for shard in _shard_paths(out):
+        done.update(row["path"] for row in read_rows(shard))
+    return done
+
+
+def merge_shards(out: Path) -> int:
+    """Append the rows of every shard to ``out`` (skipping paths already there), then delete the shards."""
+    shards = _shard_paths(out)
+    if not shards:
+        return 0
+    _drop_torn_line(out)
+    present = {row["path"] for row in read_rows(out)}
+    writer = RowWriter.append_to(out)
+    merged = 0
+    try:
+        for shard in shards:
+            rows = [_parse_row(row) for row in read_rows(shard) if row["path"] not in present]
+            writer.write(rows)
+            present.update(row["path"] for row in rows)
+            merged += len(rows)
+    finally:
+        writer.close()
+    for shard in shards:
+        shard.unlink()
+    return merged
+
+
+def _parse_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row read back from CSV (all strings) in the typed form the writer takes."""
+    if isinstance(row.get("p_fake"), str) or isinstance(row.get("frames"), str):
+        parsed: dict[str, Any] = {k: (v if v != "" else None) for k, v in row.items()}
+        for key in ("p_fake", "p_fake_max"):
+            if parsed.get(key) is not None:
+                parsed[key] = float(parsed[key])
+        if parsed.get("frames") is not None:
+            parsed["frames"] = int(parsed["frames"])
+        if parsed.get("box") is not None:
+            parsed["box"] = [int(v) for v in str(parsed["box"]).split()]
+        return parsed
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running
+
+
+def _auto_workers(num_items: int, batch_size: int) -> int:
+    if num_items <= batch_size:
+        return 0  # a single batch: starting worker processes costs more than it saves
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // 2))
+
+
+def _worker_init(_: int) -> None:
+    # Workers only decode and resize; one thread each keeps them from starving the model.
+    torch.set_num_threads(1)
+
+
+def _loader(
+    dataset: _InputDataset, options: PredictOptions, items_per_batch: int, pin_memory: bool = False
+) -> DataLoader:
+    workers = options.num_workers
+    if workers is None:
+        workers = _auto_workers(len(dataset), items_per_batch)
+    return DataLoader(
+        dataset,
+        batch_size=items_per_batch,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init if workers > 0 else None,
+        prefetch_factor=2 if workers > 0 else None,
+        pin_memory=pin_memory,
+    )
+
+
+def _open_output(out: Path | None, options: PredictOptions) -> set[str]:
+    """Check the output and return the paths already done (resume)."""
+    if out is None:
+        if options.resume:
+            raise PredictOutputError("--resume needs --out (there is nothing to resume from on stdout)")
+        if options.distributed:
+            raise PredictOutputError("prediction on several devices needs --out for its shard files")
+        return set()
+    _format_of(out)
+    if options.resume:
+        return done_paths(out)
+    exists = out.exists() and out.stat().st_size > 0
+    if (exists or _shard_paths(out)) and not options.overwrite:
+        raise PredictOutputError(
+            f"{out}: already exists; pass --resume to continue it or --overwrite to replace it"
+        )
+    return set()
+
+
+def _reset_output(out: Path) -> None:
+    if out.exists():
+        out.unlink()
+    for shard in _shard_paths(out):
+        shard.unlink()
+
+
+def predict_files(
+    detector: Any,
+    inputs: Iterable[str | Path],
+    out: str | Path | None = None,
+    options: PredictOptions | None = None,
+) -> PredictSummary:
+    """Score every image and video under ``inputs`` with ``detector`` (a :class:`~mfclip.Detector`).
+
+    Rows are appended to ``out`` (``.csv`` or ``.jsonl``; CSV on stdout when None) and flushed after
+    every batch, so an interrupted run loses nothing and ``options.resume`` continues it.
+    """
+    options = options or PredictOptions()
+    out_path = Path(out) if out is not None else None
+    paths = collect_inputs(inputs)
+    # Only rank 0 (or a single process) changes an existing output; other ranks of a relaunched job must not.
+    first_rank = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    if out_path is not None and options.resume and not options.distributed:
+        merge_shards(out_path)  # rows left behind by an interrupted multi-device run
+    done = _open_output(out_path, options)
+    if out_path is not None and not options.resume and first_rank:
+        _reset_output(out_path)
+    pending = [p for p in paths if p not in done]
+    summary = PredictSummary(
+        inputs=len(paths), skipped=len(paths) - len(pending), written=0, errors=0, out=out_path
+    )
+    if not pending:
+        if out_path is not None and options.resume:
+            merge_shards(out_path)
+        return summary
+    has_video = any(is_video_path(p) for p in pending)
+    items_per_batch = max(1, options.batch_size // options.frames) if has_video else options.batch_size
+    dataset = _InputDataset(pending, detector.preprocessor, options.frames)
+    on_gpu = options.distributed or getattr(detector.device, "type", "cpu") == "cuda"
+    loader = _loader(dataset, options, items_per_batch, pin_memory=on_gpu and torch.cuda.is_available())
+    if options.distributed:
+        assert out_path is not None
+        return _predict_distributed(detector, loader, out_path, options, summary)
+    return _predict_local(detector, loader, out_path, options, summary)
+
+
+def _count(summary: PredictSummary, rows: list[dict[str, Any]]) -> None:
+    summary.written += len(rows)
+    for row in rows:
+        if row["error"] is not None:
+            summary.errors += 1
+            if len(summary.error_examples) < 5:
+                summary.error_examples.append(f"{row['path']}: {row['error']}")
+
+
+def _predict_local(
+    detector: Any, loader: DataLoader, out: Path | None, options: PredictOptions, summary: PredictSummary
+) -> PredictSummary:
+    from tqdm.auto import tqdm
+
+    if out is not None:
+        _drop_torn_line(out)
+        writer = RowWriter.append_to(out)
+    else:
+        writer = RowWriter(sys.stdout, "csv", write_header=True)
+    progress = tqdm(
+        total=len(loader.dataset),  # type: ignore[arg-type]
+        unit="file",
+        desc="predict",
+        disable=not options.progress,
+        file=sys.stderr,
+    )
+    try:
+        for batch in loader:
+            images = batch["images"]
+            scores = detector.score(images) if images.numel() else torch.empty(0)
+            rows = _rows(batch["items"], scores, options.threshold)
+            writer.write(rows)
+            _count(summary, rows)
+            progress.update(len(rows))
+    finally:
+        progress.close()
+        writer.close()
+    return summary
+
+
+def _precision_for(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16-true", torch.float16: "16-true"}.get(dtype, "32-true")
+
+
+def _predict_distributed(
+    detector: Any, loader: DataLoader, out: Path, options: PredictOptions, summary: PredictSummary
+) -> PredictSummary:
+    import lightning as L
+    from lightning.pytorch.callbacks import BasePredictionWriter
+
+    threshold = options.threshold
+
+    class _Scorer(L.LightningModule):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+            images = batch["images"]
+            scores = self.net(images) if images.numel() else images.new_empty(0)
+            return _rows(batch["items"], scores, threshold)
+
+    class _ShardWriter(BasePredictionWriter):
+        def __init__(self) -> None:
+            super().__init__(write_interval="batch")
+            self.writer: RowWriter | None = None
+
+        def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dl_idx):  # type: ignore[no-untyped-def]
+            if self.writer is None:
+                shard = _shard_path(out, trainer.global_rank)
+                _drop_torn_line(shard)
+                self.writer = RowWriter.append_to(shard)
+            self.writer.write(prediction)
+            _count(summary, prediction)
+
+        def on_predict_end(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+
+    trainer = L.Trainer(
+        accelerator=options.accelerator,
+        devices=options.devices,
+        num_nodes=options.num_nodes,
+        strategy="ddp",
+        precision=_precision_for(detector.dtype),  # type: ignore[arg-type]
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=options.progress,
+        callbacks=[_ShardWriter()],
+    )
+    trainer.predict(_Scorer(detector.model.inference_module()), dataloaders=loader, return_predictions=False)
+    trainer.strategy.barrier()
+    if trainer.is_global_zero:
+        merge_shards(out)
+        # Report the whole job, not only this rank's share.
+        pending = set(loader.dataset.paths)  # type: ignore[attr-defined]
+        merged = PredictSummary(summary.inputs, summary.skipped, 0, 0, out)
+        _count(merged, [row for row in iter_rows(out) if row["path"] in pending])
+        summary = merged
+    trainer.strategy.barrier()
+    return summary
+
+
+def iter_rows(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The rows of a prediction file, typed (floats, ints, box lists; None for empty cells)."""
+    for row in read_rows(Path(path)):
+        yield _parse_row(row)

@@ -1,0 +1,93 @@
+"""The web page in a real headless Chromium: upload a photo, see the score and the explanation panel."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mfclip import Detector
+from mfclip.models.checkpoint import save_checkpoint
+from mfclip.models.registry import create_model
+from mfclip.serve import ServeSettings, create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory):
+    import uvicorn
+
+    torch.manual_seed(0)
+    directory = save_checkpoint(
+        create_model("mfclip-tiny"), tmp_path_factory.mktemp("browser") / "tiny", {"name": "browser-test"}
+    )
+    detector = Detector.from_pretrained(directory, device="cpu")
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(detector, ServeSettings()), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")
+def test_upload_page_shows_score_and_heat_map(server_url: str, astronaut_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(server_url + "/")
+            page.wait_for_function("document.getElementById('model').textContent.includes('browser-test')")
+            page.set_input_files("#file", str(astronaut_path))
+            page.click("#submit")
+            page.wait_for_function("document.getElementById('score').dataset.pFake !== ''", timeout=30_000)
+            p_fake = float(page.get_attribute("#score", "data-p-fake") or "nan")
+            shown = float(page.text_content("#score") or "nan")
+            assert 0.0 <= p_fake <= 1.0
+            assert shown == pytest.approx(p_fake, abs=1e-4)
+            assert page.text_content("#label") in ("real", "fake")
+            page.wait_for_function(
+                "(() => { const img = document.getElementById('heatmap');"
+                " return !img.hidden && img.complete && img.naturalWidth > 400; })()",
+                timeout=30_000,
+            )
+            assert page.text_content("#error") == ""
+        finally:
+            browser.close()
+    # Everything the page loaded came from the server itself (no CDN) or the page's own blobs.
+    assert requested and all(url.startswith((server_url, "blob:")) for url in requested)

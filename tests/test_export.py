@@ -1,0 +1,78 @@
+"""Export: ONNX (onnxruntime) and TorchScript graphs match PyTorch at several batch sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mfclip.cli.errors import run_app
+from mfclip.cli.main import app
+from mfclip.data.transforms import ImageTransform
+from mfclip.inference.export import export_model, exported_metadata, load_exported
+from mfclip.models.checkpoint import save_checkpoint
+from mfclip.models.registry import create_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return create_model("mfclip-tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def photos(astronaut_rgb: np.ndarray, grace_hopper_path: Path) -> torch.Tensor:
+    """Real photos at the model's size: crops of the astronaut and the grace_hopper portrait."""
+    transform = ImageTransform(64)
+    crops = [astronaut_rgb[i * 37 : i * 37 + 260, (i * 53) % 240 : (i * 53) % 240 + 260] for i in range(6)]
+    images = [transform(Image.fromarray(np.ascontiguousarray(c))) for c in crops]
+    images.append(transform(Image.open(grace_hopper_path).convert("RGB")))
+    return torch.stack(images)
+
+
+def check_matches(model, path: Path, photos: torch.Tensor) -> None:
+    run = load_exported(path)
+    for batch in (photos[:1], photos[:4], photos):  # batch sizes 1, 4 and 7: the batch is dynamic
+        expected = model.predict_proba(batch).numpy()
+        got = run(batch.numpy())
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert len(set(np.round(run(photos.numpy()), 5))) > 1  # different images, different scores
+
+
+def test_torchscript_matches_pytorch(model, photos: torch.Tensor, tmp_path: Path) -> None:
+    result = export_model(model, tmp_path / "tiny.pt", "torchscript")
+    assert result.path.is_file() and result.max_abs_diff <= 1e-4
+    check_matches(model, result.path, photos)
+    metadata = exported_metadata(result.path)
+    assert metadata["image_size"] == "64" and metadata["model_name"] == "mfclip-tiny"
+
+
+@pytest.mark.slow
+def test_onnx_matches_pytorch(model, photos: torch.Tensor, tmp_path: Path) -> None:
+    import onnx
+
+    result = export_model(model, tmp_path / "tiny.onnx", "onnx")
+    assert result.path.is_file() and not list(tmp_path.glob("*.data"))  # one self-contained file
+    check_matches(model, result.path, photos)
+    proto = onnx.load(str(result.path))
+    assert [i.name for i in proto.graph.input] == ["images"] and [o.name for o in proto.graph.output] == [
+        "p_fake"
+    ]
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic batch size
+    assert exported_metadata(result.path)["image_size"] == "64"
+
+
+def test_export_cli(model, tmp_path: Path, capsys) -> None:
+    checkpoint = save_checkpoint(model, tmp_path / "ckpt", {"name": "export-test"})
+    out = tmp_path / "cli.pt"
+    assert run_app(app, ["export", "-c", str(checkpoint), "--format", "torchscript", "--out", str(out)]) == 0
+    assert out.is_file() and "matches PyTorch within" in capsys.readouterr().out
+    assert run_app(app, ["export", "-c", str(checkpoint), "--format", "tflite"]) == 2
+    assert "--format must be one of onnx, torchscript" in capsys.readouterr().err
+    assert run_app(app, ["export", "-c", str(checkpoint), "--format", "torchscript", "--opset", "17"]) == 2
+    assert "--opset applies to --format onnx only" in capsys.readouterr().err
