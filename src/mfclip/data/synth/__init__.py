@@ -1,0 +1,47 @@
+"""A deterministic SYNTHETIC face-forgery benchmark for tests, CI and offline demos.
+
+"Real" images are procedurally rendered faces seen through a simulated camera; "fakes" come from named
+simulated generators (diffusion-like and GAN-like; entire synthesis, face swap, attribute manipulation).
+No image shows a real person. Public API:
+
+- :func:`generate_benchmark` → :class:`SynthResult`: write images, manifest, protocol, README, synth.json;
+- :data:`SYNTH_GENERATORS`: metadata of each generator (:class:`SynthGeneratorInfo`);
+- :data:`SEEN_GENERATORS` / :data:`UNSEEN_GENERATORS`: the protocol's split of generators;
+- :func:`protocol_dict`: the protocol written as ``protocol.yaml``.
+"""
+
+from mfclip.data.synth.benchmark import (
+    MANIFEST_COLUMNS,
+    SYNTH_VERSION,
+    SynthError,
+    SynthResult,
+    generate_benchmark,
+    protocol_dict,
+    protocol_yaml,
+)
+from mfclip.data.synth.generators import (
+    FAMILIES,
+    FORGERY_TYPES,
+    SEEN_GENERATORS,
+    SYNTH_GENERATORS,
+    UNSEEN_GENERATORS,
+    SynthGeneratorInfo,
+)
+from mfclip.data.synth.plan import MIN_SIZE
+
+__all__ = [
+    "FAMILIES",
+    "FORGERY_TYPES",
+    "MANIFEST_COLUMNS",
+    "MIN_SIZE",
+    "SEEN_GENERATORS",
+    "SYNTH_GENERATORS",
+    "SYNTH_VERSION",
+    "UNSEEN_GENERATORS",
+    "SynthError",
+    "SynthGeneratorInfo",
+    "SynthResult",
+    "generate_benchmark",
+    "protocol_dict",
+    "protocol_yaml",
+]
