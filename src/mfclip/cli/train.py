@@ -1,0 +1,88 @@
+"""``mfclip train``: train a detector from a preset or YAML config with ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "train",
+        context_settings={"allow_extra_args": False},
+        epilog=(
+            "Examples:  mfclip train --config tiny --manifest data/manifest.csv --root data  |  "
+            "mfclip train --protocol diff-cross-forgery --variant t2i trainer.max_epochs=10  |  "
+            "mfclip train --resume runs/mfclip-vit-b16-20250101-120000"
+        ),
+    )
+    def train_command(
+        overrides: list[str] | None = typer.Argument(
+            None, help="Config overrides as dotted key=value, e.g. trainer.max_epochs=5 data.batch_size=32."
+        ),
+        config: str | None = typer.Option(
+            None,
+            "--config",
+            "-c",
+            help="Training preset name (default, tiny, demo) or YAML file (default: default).",
+        ),
+        protocol: str | None = typer.Option(
+            None, "--protocol", help="Protocol name or YAML; without --variant every variant is trained."
+        ),
+        variant: str | None = typer.Option(
+            None, "--variant", help="Train only this variant of the protocol."
+        ),
+        data_dir: str | None = typer.Option(
+            None, "--data-dir", help="Folder the protocol's manifest paths are relative to."
+        ),
+        manifest: str | None = typer.Option(
+            None,
+            "--manifest",
+            help="Manifest CSV/Parquet (rows with split train/val, or the protocol's data).",
+        ),
+        root: str | None = typer.Option(
+            None,
+            "--root",
+            help="Folder the manifest's image paths are relative to (default: its own folder).",
+        ),
+        resume: str | None = typer.Option(
+            None,
+            "--resume",
+            help="Continue a run: its directory (uses checkpoints/last.ckpt) or a .ckpt file.",
+        ),
+        out: str | None = typer.Option(
+            None, "--out", "-o", help="Run directory (default: runs/<name>-<timestamp>)."
+        ),
+        print_config: bool = typer.Option(
+            False, "--print-config", help="Print the resolved config as YAML and exit."
+        ),
+    ) -> None:
+        """Train a detector; writes checkpoints, logs and the best model (RUN/best) into a run directory."""
+        import sys
+
+        from mfclip.engine.train import TrainingInterrupted, compose_config, train_from_args
+
+        options = {
+            "protocol": protocol,
+            "variant": variant,
+            "data_dir": data_dir,
+            "manifest": manifest,
+            "root": root,
+            "out": out,
+            "resume": resume,
+        }
+        if print_config:
+            typer.echo(compose_config(config, overrides or [], **options).to_yaml(), nl=False)
+            return
+        try:
+            results = train_from_args(config, overrides or [], argv=list(sys.argv), **options)
+        except TrainingInterrupted as exc:
+            typer.echo(f"Interrupted: {exc}", err=True)
+            raise typer.Exit(130) from None
+        for result in results:
+            auc = f"{result.best_val_auc:.4f}" if result.best_val_auc is not None else "n/a"
+            label = f"[{result.variant}] " if result.variant else ""
+            typer.echo(
+                f"{label}{result.status}: {result.global_step} steps, {result.epochs} epochs, "
+                f"best val AUC {auc}; run: {result.run_dir}"
+                + (f"; best model: {result.best_checkpoint_dir}" if result.best_checkpoint_dir else "")
+            )

@@ -1,0 +1,122 @@
+"""Real training runs of the tiny MFCLIP through the production entry points, on a toy data set.
+
+The ``tiny`` preset is shrunk with overrides (32 px, one-layer towers, batch 8). One CLI run trains both
+variants of a protocol; a second run of one variant is interrupted and resumed and must end with exactly
+the weights of the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+
+from mfclip.cli.errors import run_app
+from mfclip.cli.main import app
+from mfclip.engine.train import TrainingInterrupted, train_from_args
+from mfclip.models.checkpoint import load_checkpoint
+from train_toy import SMALL, write_toy_dataset, write_toy_protocol
+
+# Two epochs of two batches (18 rows of a variant, batch 8), last.ckpt after every step.
+RUN = [*SMALL, "trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("toy")
+    write_toy_dataset(root, {"train": 12, "val": 8, "test": 2})
+    return write_toy_protocol(root / "protocol.yaml")
+
+
+@pytest.fixture(scope="module")
+def variant_runs(toy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`mfclip train --protocol P` without --variant: one run per variant under one parent directory."""
+    parent = tmp_path_factory.mktemp("runs") / "toy"
+    code = run_app(app, ["train", "--config", "tiny", "--protocol", str(toy), "--out", str(parent), *RUN])
+    assert code == 0
+    return parent
+
+
+def test_cli_trains_every_variant_into_a_complete_run_directory(variant_runs: Path) -> None:
+    listing = json.loads((variant_runs / "variants.json").read_text())
+    assert [v["variant"] for v in listing] == ["sdxl", "diffface"]
+    assert all(v["status"] == "completed" for v in listing)
+    for variant in ("sdxl", "diffface"):
+        run = variant_runs / variant
+        for name in ("config.yaml", "env.json", "data.json", "train_summary.json", "checkpoints/last.ckpt"):
+            assert (run / name).is_file(), name
+        summary = json.loads((run / "train_summary.json").read_text())
+        assert summary["status"] == "completed" and summary["global_step"] == 4 and summary["epochs"] == 2
+        assert summary["best_checkpoint"] == "checkpoints/best.ckpt" and summary["best_dir"] == "best"
+        assert summary["best_val_auc"] > 0.75  # the checkerboard trace is easy to learn
+        env = json.loads((run / "env.json").read_text())
+        assert env["packages"]["torch"] and env["packages"]["lightning"] and env["seed"] == 0
+        assert env["argv"] and env["hostname"] and "git" in env
+        data = json.loads((run / "data.json").read_text())
+        assert data["variant"] == variant and data["val"] == {"rows": 12, "real": 8, "fake": 4}
+
+        # The exported best model loads and scores images; its card says what it was trained on.
+        model, metadata = load_checkpoint(run / "best")
+        p_fake = model.predict_proba(torch.rand(3, 3, 32, 32))
+        assert p_fake.shape == (3,) and bool(((p_fake >= 0) & (p_fake <= 1)).all())
+        assert metadata["protocol"]["variant"] == variant and metadata["synthetic"] is True
+        assert metadata["metrics"]["val"]["auc"] == pytest.approx(summary["best_val_auc"])
+        assert metadata["epochs"] == summary["best_epoch"]
+        assert "Trained on synthetic data" in (run / "best" / "README.md").read_text()
+        # The Lightning checkpoints are self-describing too.
+        from_lightning, _ = load_checkpoint(run / "checkpoints" / "best.ckpt")
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, from_lightning.state_dict()[key]), key
+
+        metrics = pd.read_csv(run / "logs" / "csv" / "metrics.csv")
+        for column in ("train/loss_step", "train/ce", "train/cmc", "train/kl", "val/auc", "val/loss"):
+            assert metrics[column].notna().any(), column
+        assert metrics["val/auc"].notna().sum() == 2  # one validation per epoch
+
+
+class StopAtStep(L.Callback):
+    """Presses Ctrl-C when the trainer is about to run optimizer step ``step + 1``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_keeps_its_checkpoint_and_resumes_exactly(
+    toy: Path, variant_runs: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "interrupted"
+    handler = signal.getsignal(signal.SIGINT)
+    # Ctrl-C before step 4 of 4, mid second epoch: the last checkpoint is the one written after step 3.
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train_from_args(
+            "tiny", RUN, protocol=str(toy), variant="sdxl", out=str(run), callbacks=[StopAtStep(3)]
+        )
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert json.loads((run / "train_summary.json").read_text())["status"] == "interrupted"
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == 3
+    load_checkpoint(last)  # the interrupted run's checkpoint is intact and loadable
+
+    assert run_app(app, ["train", "--resume", str(run)]) == 0
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed_from"] == str(last)
+    reference = variant_runs / "sdxl"
+    resumed = torch.load(last, weights_only=True)["state_dict"]
+    straight = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6, msg=key)
+    expected = json.loads((reference / "train_summary.json").read_text())
+    assert summary["best_val_metrics"] == pytest.approx(expected["best_val_metrics"], abs=1e-6)
+    assert summary["global_step"] == expected["global_step"] == 4
+    assert (run / "best" / "model.safetensors").is_file()

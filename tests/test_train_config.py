@@ -1,0 +1,215 @@
+"""Training configuration, data resolution, sampling and schedule: everything of training short of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mfclip.cli.errors import run_app
+from mfclip.cli.main import app
+from mfclip.engine.callbacks import AtomicCheckpointIO
+from mfclip.engine.config import DataSection, TrainConfig, list_train_presets, load_train_config
+from mfclip.engine.datamodule import EpochSampler, SamplingPosition, resolve_rows
+from mfclip.engine.module import step_decay_schedule
+from mfclip.engine.train import compose_config, train
+from mfclip.utils.config import ConfigError
+from train_toy import write_toy_dataset, write_toy_protocol
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("toy")
+    write_toy_dataset(root, {"train": 4, "val": 2, "test": 2}, size=8)
+    write_toy_protocol(root / "protocol.yaml")
+    return root
+
+
+# ---- configs --------------------------------------------------------------------------------------------
+
+
+def test_presets_load_and_default_follows_the_paper() -> None:
+    assert {"default", "tiny", "demo"} <= set(list_train_presets())
+    for name in list_train_presets():
+        assert isinstance(load_train_config(name), TrainConfig)
+    default = load_train_config("default")
+    assert default.model.name == "mfclip-vit-b16"
+    optim = default.optim
+    assert (optim.name, optim.lr, optim.lr_pretrained, optim.weight_decay) == ("adam", 1e-4, 1e-5, 1e-3)
+    assert (optim.step_size_epochs, optim.gamma) == (15, 0.1)
+    assert load_train_config("tiny").model.name == "mfclip-tiny"
+
+
+def test_misspelt_override_names_the_closest_key() -> None:
+    with pytest.raises(ConfigError, match=r"trainer\.max_epoch.*did you mean 'max_epochs'"):
+        load_train_config("tiny", ["trainer.max_epoch=3"])
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        load_train_config("tiny", ["data.batchsize=3"])
+
+
+def test_bad_values_name_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"data\.batch_size"):
+        load_train_config("tiny", ["data.batch_size=many"])
+    with pytest.raises(ConfigError, match=r"trainer\.precision"):
+        load_train_config("tiny", ["trainer.precision=64"])
+    with pytest.raises(ConfigError, match=r"optim\.betas"):
+        load_train_config("tiny", ["optim.betas=[0.9,1.5]"])
+    with pytest.raises(ConfigError, match="never end"):
+        load_train_config("tiny", ["trainer.max_epochs=-1"])
+    with pytest.raises(ConfigError, match=r"data\.variant needs data\.protocol"):
+        DataSection.from_dict({"variant": "t2i"})
+
+
+def test_unknown_preset_suggests_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'tiny'"):
+        load_train_config("tiyn")
+    with pytest.raises(ConfigError, match="not found"):
+        load_train_config(tmp_path / "missing.yaml")
+
+
+def test_cli_reports_config_errors_and_prints_the_resolved_config(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run_app(app, ["train", "--config", "tiny", "trainer.max_epoch=3"]) == 2
+    assert "did you mean 'max_epochs'" in capsys.readouterr().err
+    code = run_app(app, ["train", "-c", "tiny", "--print-config", "--manifest", "m.csv", "data.batch_size=5"])
+    assert code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["manifest"] == "m.csv" and printed["data"]["batch_size"] == 5
+    assert TrainConfig.from_dict(printed) == load_train_config(
+        "tiny", ["data.manifest=m.csv", "data.batch_size=5"]
+    )
+
+
+def test_resume_arguments_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such run directory"):
+        compose_config(resume=tmp_path / "nowhere")
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(ConfigError, match=r"no checkpoints/last\.ckpt"):
+        compose_config(resume=run)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / "config.yaml").write_text(load_train_config("tiny").to_yaml())
+    with pytest.raises(ConfigError, match="drop --config"):
+        compose_config("tiny", resume=run)
+    assert compose_config(resume=run, overrides=["trainer.max_epochs=9"]).trainer.max_epochs == 9
+    # A directory that already holds a run is not silently overwritten.
+    config = load_train_config("tiny", [f"output.run_dir={run}", "data.manifest=unused.csv"])
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        train(config)
+
+
+def test_missing_optional_logger_package_is_a_clear_error(tmp_path: Path) -> None:
+    import importlib.util
+
+    from mfclip.engine.train import build_loggers
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed")
+    config = load_train_config("tiny", ["logging.wandb=true"])
+    with pytest.raises(ConfigError, match="pip install wandb"):
+        build_loggers(config, tmp_path)
+
+
+# ---- data -----------------------------------------------------------------------------------------------
+
+
+def test_manifest_rows_by_split(toy: Path) -> None:
+    rows = resolve_rows(DataSection(manifest=str(toy / "manifest.csv")))
+    assert set(rows.train["split"]) == {"train"} and set(rows.val["split"]) == {"val"}
+    assert (len(rows.train), len(rows.val)) == (8, 4)
+    assert rows.train_root == toy and rows.datasets == ["toy"] and not rows.synthetic
+
+
+def test_protocol_variants_select_rows(toy: Path) -> None:
+    protocol = str(toy / "protocol.yaml")
+    rows = resolve_rows(DataSection(protocol=protocol, variant="sdxl"))
+    fakes = rows.train[rows.train["label"] == 1]
+    assert set(fakes["generator"]) == {"SDXL"} and set(rows.val["split"]) == {"val"}
+    assert rows.synthetic and rows.variant == "sdxl" and rows.protocol.name == "toy-cross-generator-sdxl"
+    with pytest.raises(ConfigError, match=r"no variant 'sdlx'.*diffface"):
+        resolve_rows(DataSection(protocol=protocol, variant="sdlx"))
+    config = load_train_config("tiny", [f"data.protocol={protocol}"])
+    with pytest.raises(ConfigError, match="defines variants"):
+        train(config)
+
+
+def _protocol(toy: Path, name: str, body: dict) -> str:
+    path = toy / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "manifest": "manifest.csv", **body}))
+    return str(path)
+
+
+def test_protocol_validation(toy: Path) -> None:
+    leaky = _protocol(toy, "leaky", {"train": {"split": "train"}, "val": {"split": ["train", "val"]}})
+    with pytest.raises(ConfigError, match="both the train and the val rows"):
+        resolve_rows(DataSection(protocol=leaky))
+    one_class = _protocol(
+        toy, "realval", {"train": {"split": "train"}, "val": {"split": "val", "include_fake": False}}
+    )
+    with pytest.raises(ConfigError, match="val rows are all real"):
+        resolve_rows(DataSection(protocol=one_class))
+    with pytest.raises(ConfigError, match="must not select the test split"):
+        resolve_rows(
+            DataSection(
+                protocol=_protocol(toy, "peek", {"train": {"split": "train"}, "val": {"split": "test"}})
+            )
+        )
+    with pytest.raises(ConfigError, match="no 'val' selector"):
+        resolve_rows(DataSection(protocol=_protocol(toy, "noval", {"train": {"split": "train"}})))
+    with pytest.raises(ConfigError, match=r"set data\.protocol or data\.manifest"):
+        resolve_rows(DataSection())
+
+
+# ---- sampling and schedule ------------------------------------------------------------------------------
+
+
+def test_sampler_shards_one_global_order_and_resumes_mid_epoch() -> None:
+    position = SamplingPosition()
+    single = EpochSampler(20, 4, seed=3, position=position)
+    ranks = [EpochSampler(20, 2, seed=3, position=position, rank=r, world_size=2) for r in (0, 1)]
+    first = list(single)
+    assert sorted(k[0] for k in first) == list(range(20))
+    # Two processes with batch 2 see exactly the samples (and augmentation seeds) of one with batch 4.
+    for batch in range(5):
+        together = sorted(list(rank)[batch * 2 + i] for rank in ranks for i in range(2))
+        assert together == sorted(first[batch * 4 : batch * 4 + 4])
+    position.batches_done = 3
+    assert list(single) == first[12:]
+    position.epoch, position.batches_done = 1, 0
+    second = list(single)
+    assert second != first and sorted(k[0] for k in second) == list(range(20))
+    balanced = EpochSampler(
+        20, 4, seed=3, position=position, weights=np.r_[np.full(2, 0.25), np.full(18, 0.5 / 18)]
+    )
+    drawn = np.array([k[0] for k in balanced])
+    assert 4 <= (drawn < 2).sum() <= 16  # the two rare rows get about half of the draws
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        EpochSampler(5, 4, seed=0, position=position, world_size=2)
+
+
+def test_step_decay_schedule_warms_up_and_decays_at_epoch_boundaries() -> None:
+    factor = step_decay_schedule(warmup_steps=4, step_size_epochs=2, gamma=0.1, steps_per_epoch=lambda: 10)
+    assert [factor(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factor(19) == pytest.approx(1.0) and factor(20) == pytest.approx(0.1)
+    assert factor(39) == pytest.approx(0.1) and factor(40) == pytest.approx(0.01)
+    plain = step_decay_schedule(0, 15, 0.1, lambda: 3)
+    assert plain(0) == 1.0 and plain(44) == 1.0 and plain(45) == pytest.approx(0.1)
+
+
+def test_atomic_checkpoint_io_keeps_the_previous_file_when_a_save_fails(tmp_path: Path) -> None:
+    class Unpicklable:
+        def __reduce__(self):  # fails half-way through writing the new checkpoint
+            raise RuntimeError("disk full")
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"weights": torch.arange(1000.0)}, path)
+    with pytest.raises(RuntimeError, match="disk full"):
+        io.save_checkpoint({"weights": torch.zeros(1000), "bad": Unpicklable()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.arange(1000.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
