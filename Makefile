@@ -38,7 +38,7 @@ test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 demo: $(STAMP)
-	$(BIN)/mfclip demo
+	$(BIN)/mfclip demo --out demo_output
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

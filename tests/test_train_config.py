@@ -70,6 +70,14 @@ def test_unknown_preset_suggests_one(tmp_path: Path) -> None:
         load_train_config(tmp_path / "missing.yaml")
 
 
+def test_experiment_presets_load_by_name() -> None:
+    config = load_train_config("fle-l1-l2")
+    assert config.model.overrides["text.levels"] == [1, 2]
+    assert load_train_config("experiments/spa-none").model.overrides
+    with pytest.raises(ConfigError, match="did you mean 'spa-none'"):
+        load_train_config("spa-nnoe")
+
+
 def test_cli_reports_config_errors_and_prints_the_resolved_config(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

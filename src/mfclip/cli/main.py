@@ -14,7 +14,21 @@ import typer
 from mfclip import __version__
 
 # Command modules, in the order they appear in `mfclip --help`.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "models",
+    "data",
+    "preprocess",
+    "synth",
+    "train",
+    "eval",
+    "report",
+    "compare",
+    "demo",
+    "predict",
+    "explain",
+    "serve",
+    "export",
+]
 
 app = typer.Typer(
     name="mfclip",

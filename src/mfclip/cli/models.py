@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import typer
 
 
@@ -25,24 +27,33 @@ def register(app: typer.Typer) -> None:
         if not names:
             typer.echo(f"no model preset matches {pattern!r}; presets: {', '.join(registry.list_models())}")
             raise typer.Exit(1)
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="Model presets")
-        table.add_column("name", no_wrap=True, min_width=19)
-        table.add_column("type", no_wrap=True, min_width=13)
-        table.add_column("image", justify="right", no_wrap=True, min_width=5)
-        table.add_column("params", justify="right", no_wrap=True, min_width=6)
-        table.add_column("inference", justify="right", no_wrap=True, min_width=9)
-        table.add_column("description", overflow="ellipsis", no_wrap=True, max_width=60)
+        rows = [("name", "type", "image", "params", "inference", "description")]
         for name in names:
             info = registry.model_summary(name)
-            table.add_row(
-                info["name"],
-                info["type"],
-                str(info["image_size"]),
-                f"{info['params'] / 1e6:.1f}M",
-                f"{info['inference_params'] / 1e6:.1f}M",
-                info["description"],
+            rows.append(
+                (
+                    info["name"],
+                    info["type"],
+                    str(info["image_size"]),
+                    f"{info['params'] / 1e6:.1f}M",
+                    f"{info['inference_params'] / 1e6:.1f}M",
+                    info["description"],
+                )
             )
-        Console().print(table)
+        typer.echo("\n".join(_format_table(rows, shutil.get_terminal_size().columns)))
+
+
+def _format_table(rows: list[tuple[str, ...]], width: int) -> list[str]:
+    """Plain aligned columns (numbers right-aligned); only the last column is cut to fit ``width``."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [
+            cell.rjust(w) if index and cell[:1].isdigit() else cell.ljust(w)
+            for cell, w in zip(row[:-1], widths, strict=False)
+        ]
+        line = "  ".join([*cells, row[-1]])
+        if len(line) > width:
+            line = line[: max(width - 1, sum(widths) + 2 * len(widths) + 10)].rstrip() + "…"
+        lines.append(line)
+    return lines

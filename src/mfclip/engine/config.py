@@ -201,12 +201,20 @@ def train_preset_path(name_or_path: str | Path) -> Path:
     bundled = TRAIN_CONFIG_DIR / f"{text}.yaml"
     if bundled.is_file():
         return bundled
-    if text.endswith((".yaml", ".yml")) or "/" in text:
+    from mfclip.engine.compare import EXPERIMENTS_DIR, list_experiments
+
+    experiment = EXPERIMENTS_DIR / f"{text.removeprefix('experiments/')}.yaml"
+    if experiment.is_file():
+        return experiment
+    if text.endswith((".yaml", ".yml")) or ("/" in text and not text.startswith("experiments/")):
         raise ConfigError(f"{text}: training config file not found")
     presets = list_train_presets()
-    hint = closest(text, presets)
+    hint = closest(text, [*presets, *list_experiments()])
     suggestion = f"; did you mean {hint!r}?" if hint else ""
-    raise ConfigError(f"unknown training preset {text!r}{suggestion} Bundled presets: {', '.join(presets)}")
+    raise ConfigError(
+        f"unknown training preset {text!r}{suggestion} Bundled presets: {', '.join(presets)}; "
+        "experiment presets: `mfclip compare --list`"
+    )
 
 
 def load_train_config(

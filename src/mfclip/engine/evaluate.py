@@ -1,0 +1,722 @@
+"""Evaluate a checkpoint on a protocol's test sets (or on one manifest), clean and degraded.
+
+For every test set, images are scored in batches and the scores are streamed to disk in chunks
+(``<test_set>/.partial/``), so memory stays bounded and an interrupted evaluation resumes where it
+stopped. When a test set is complete its predictions, metrics, report and plots are written by
+:func:`mfclip.metrics.write_evaluation`, and a stamp (``<test_set>/eval_state.json``) records which
+checkpoint, rows and degradation produced it. A later call skips stamped test sets, recomputes only
+the metrics when just the metric settings changed, and rescores a test set whose checkpoint or rows
+changed. The run-level report (and ``robustness.md`` when degradations were applied) is rewritten at
+the end. Layout: ``docs/evaluation.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mfclip.engine.protocol import Perturbation, Protocol, RowSelector, load_protocol
+from mfclip.engine.robustness import perturbed_name, resolve_perturbations, robustness_table
+from mfclip.metrics import (
+    DEFAULT_GROUP_BY,
+    evaluate_predictions,
+    safe_name,
+    write_evaluation,
+    write_run_report,
+)
+from mfclip.metrics.report import read_metrics
+from mfclip.utils.config import ConfigError
+from mfclip.utils.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+STATE_NAME = "eval_state.json"
+PARTIAL_DIR = ".partial"
+# Manifest columns copied into predictions (after path, label, p_fake), when the manifest has them.
+PREDICTION_COLUMNS = ("split", "dataset", "forgery_type", "family", "generator", "video_id")
+
+
+class EvaluationError(ValueError):
+    """An evaluation cannot run (no test set, empty selection, unusable output directory)."""
+
+
+@dataclass
+class TestSet:
+    """One set of manifest rows to score, optionally under a degradation."""
+
+    name: str
+    rows: pd.DataFrame  # manifest rows; the index is the manifest row number
+    root: Path
+    manifest: Path
+    perturbation: Perturbation | None = None
+
+    def perturbed(self, perturbation: Perturbation) -> TestSet:
+        return TestSet(
+            perturbed_name(self.name, perturbation), self.rows, self.root, self.manifest, perturbation
+        )
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` did: metrics by test set and where everything was written."""
+
+    out_dir: Path
+    metrics: dict[str, dict[str, Any]]
+    scored: list[str] = field(default_factory=list)  # test sets scored by this call
+    resumed: list[str] = field(default_factory=list)  # complete before this call: skipped
+    files: dict[str, Path] = field(default_factory=dict)  # run-level files: metrics, report, roc, robustness
+
+    def value(self, test_set: str, metric: str = "auc") -> float:
+        """One overall metric of one test set (NaN when undefined)."""
+        if test_set not in self.metrics:
+            raise KeyError(f"no test set {test_set!r}; test sets: {list(self.metrics)}")
+        value = self.metrics[test_set]["overall"].get(metric)
+        return float("nan") if value is None else float(value)
+
+    def table(self, metrics: Sequence[str] = ("auc", "ap", "eer", "acc")) -> pd.DataFrame:
+        """Overall metrics as a table: one row per test set."""
+        rows = [
+            {"test_set": name, **{m: self.value(name, m) for m in metrics}, "n": values["overall"].get("n")}
+            for name, values in self.metrics.items()
+        ]
+        return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Test sets
+# ---------------------------------------------------------------------------------------------------
+
+
+def build_test_sets(
+    protocol: Protocol | str | Path | None = None,
+    manifest: str | Path | None = None,
+    *,
+    variant: str | None = None,
+    data_dir: str | Path | None = None,
+    root: str | Path | None = None,
+    split: str | Sequence[str] = "test",
+    perturb: Iterable[str] | None = None,
+) -> list[TestSet]:
+    """The test sets to score: a protocol's (``variant`` applied), or the ``split`` rows of one manifest.
+
+    With a protocol, ``manifest`` replaces its only manifest (a protocol with several manifests resolves
+    them against ``data_dir``). Each clean test set is followed by one copy per degradation: the
+    protocol's ``robustness`` list when ``perturb`` is None, else the named ones (see
+    :func:`~mfclip.engine.robustness.resolve_perturbations`).
+    """
+    from mfclip.data.manifest import load_manifest
+
+    if protocol is None and manifest is None:
+        raise EvaluationError("give a protocol or a manifest to evaluate on")
+    cache: dict[Path, pd.DataFrame] = {}
+
+    def rows_of(path: Path) -> pd.DataFrame:
+        if path not in cache:
+            if not path.is_file():
+                raise EvaluationError(f"{path}: manifest not found")
+            cache[path] = load_manifest(path, root, check_files=False)
+        return cache[path]
+
+    def root_of(path: Path) -> Path:
+        return Path(root) if root is not None else path.parent
+
+    sets: list[TestSet] = []
+    available: list[Perturbation] = []
+    if protocol is not None:
+        proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+        proto = proto.variant(variant)
+        available = list(proto.robustness)
+        if not proto.test:
+            raise EvaluationError(f"protocol {proto.name!r} defines no test sets")
+        keys = sorted(proto.manifests) or ["default"]
+        if manifest is not None and len(keys) > 1:
+            raise EvaluationError(
+                f"protocol {proto.name!r} reads {len(keys)} manifests ({', '.join(keys)}); pass --data-dir "
+                "instead of --manifest"
+            )
+        for name, selector in proto.test.items():
+            path = (
+                Path(manifest) if manifest is not None else proto.manifest_path(selector.manifest, data_dir)
+            )
+            selected = selector.select(rows_of(path))
+            # A test set without its fakes is almost always a generator or split name that the manifest
+            # spells differently; its AUC would be undefined, so say so now.
+            if selected.empty or (selector.include_fake and not (selected["label"] == 1).any()):
+                what = "rows" if selected.empty else "fake rows"
+                raise EvaluationError(
+                    f"test set {name!r} of protocol {proto.name!r} selects no {what} of {path} "
+                    f"({_describe_selector(selector)}); check the manifest's split and generator names"
+                )
+            sets.append(TestSet(name, selected, root_of(path), path))
+    else:
+        assert manifest is not None
+        path = Path(manifest)
+        splits = [split] if isinstance(split, str) else list(split)
+        selector = RowSelector.from_dict(
+            {"split": None if "all" in splits else splits}, source=f"--split {' '.join(splits)}"
+        )
+        selected = selector.select(rows_of(path))
+        if selected.empty:
+            raise EvaluationError(f"{path}: no rows with split {', '.join(splits)}")
+        name = "all" if "all" in splits else "_".join(splits)  # "+" marks degraded copies
+        sets.append(TestSet(name, selected, root_of(path), path))
+    perturbations = resolve_perturbations(perturb, available)
+    return [s for clean in sets for s in (clean, *(clean.perturbed(p) for p in perturbations))]
+
+
+def _describe_selector(selector: RowSelector) -> str:
+    parts = [f"{k}={v}" for k, v in selector.to_dict().items() if v not in (None, [], True, "default")]
+    return ", ".join(parts) or "all rows"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints and output directories
+# ---------------------------------------------------------------------------------------------------
+
+
+def default_eval_dir(checkpoint: str | Path) -> Path:
+    """``RUN/eval`` for a run's checkpoint (``RUN/best``, ``RUN/last`` or ``RUN/checkpoints/*.ckpt``),
+    else ``<checkpoint>-eval`` beside it."""
+    path = Path(checkpoint)
+    if path.is_file() and path.parent.name == "checkpoints":
+        return path.parent.parent / "eval"
+    if path.name in ("best", "last") and _is_run_dir(path.parent):
+        return path.parent / "eval"
+    return path.with_name(f"{path.name}-eval")
+
+
+def _is_run_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in ("config.yaml", "train_summary.json", "checkpoints"))
+
+
+def checkpoint_fingerprint(checkpoint: str | Path) -> str:
+    """Identifies the weights: their recorded SHA-256 for a checkpoint directory, else size and mtime."""
+    path = Path(checkpoint)
+    config = path / "config.json"
+    if path.is_dir() and config.is_file():
+        try:
+            document = json.loads(config.read_text(encoding="utf-8"))
+            digest = (document.get("weights") or {}).get("sha256")
+            if digest:
+                return f"sha256:{digest}"
+        except (OSError, json.JSONDecodeError):
+            pass
+        weights = path / "model.safetensors"
+        stat = weights.stat() if weights.exists() else config.stat()
+    else:
+        stat = path.stat()
+    return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _rows_digest(test_set: TestSet) -> str:
+    digest = hashlib.sha256()
+    digest.update(np.asarray(test_set.rows.index, dtype=np.int64).tobytes())
+    digest.update("\n".join(test_set.rows["path"].astype(str)).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scorer:
+    """Scores images of a test set with one loaded model."""
+
+    model: Any
+    inference: Any
+    device: Any
+    dtype: Any
+    transform_config: Any
+    batch_size: int
+    workers: int
+    seed: int
+    progress: bool
+
+    def score(self, test_set: TestSet, partial: Path, chunk_rows: int, chunk_seconds: float) -> None:
+        """Score the rows of ``test_set`` that ``partial`` does not yet hold, appending chunk files."""
+        import torch
+        from torch.utils.data import DataLoader
+        from tqdm import tqdm
+
+        from mfclip.data.dataset import CorruptPolicy, ManifestDataset
+        from mfclip.engine.robustness import PerturbedTransform
+
+        done = _done_rows(partial)
+        todo = test_set.rows[~test_set.rows.index.isin(done)] if done.size else test_set.rows
+        if todo.empty:
+            return
+        dataset = ManifestDataset(
+            todo,
+            test_set.root,
+            self.model.image_size,
+            transform=self.transform_config,
+            train=False,
+            corrupt_policy=CorruptPolicy(action="drop"),
+        )
+        if test_set.perturbation is not None:
+            dataset.transform = PerturbedTransform(
+                self.model.image_size, test_set.perturbation, self.transform_config, seed=self.seed
+            )
+        workers = self.workers if len(todo) > self.batch_size else 0
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        next_chunk = _next_chunk_number(partial)
+        buffer: list[pd.DataFrame] = []
+        buffered = 0
+        last_flush = time.monotonic()
+
+        def flush() -> None:
+            nonlocal next_chunk, buffered, last_flush
+            if not buffer:
+                return
+            _write_chunk(partial / f"chunk-{next_chunk:06d}.parquet", pd.concat(buffer, ignore_index=True))
+            buffer.clear()
+            next_chunk += 1
+            buffered = 0
+            last_flush = time.monotonic()
+
+        bar = tqdm(total=len(todo), desc=f"scoring {test_set.name}", unit="img", disable=not self.progress)
+        try:
+            with torch.inference_mode():
+                for batch in loader:
+                    parts = []
+                    if batch["image"] is not None:
+                        images = batch["image"].to(self.device, self.dtype, non_blocking=True)
+                        scores = self.inference(images).float().cpu().numpy()
+                        parts.append(
+                            pd.DataFrame({"row": batch["index"].numpy(), "p_fake": scores, "error": ""})
+                        )
+                    if batch["skipped"]:
+                        rows, _, reasons = zip(*batch["skipped"], strict=True)
+                        parts.append(
+                            pd.DataFrame({"row": list(rows), "p_fake": np.nan, "error": list(reasons)})
+                        )
+                    count = sum(len(p) for p in parts)
+                    bar.update(count)
+                    buffer.extend(parts)
+                    buffered += count
+                    if buffered >= chunk_rows or time.monotonic() - last_flush >= chunk_seconds:
+                        flush()
+        finally:
+            flush()
+            bar.close()
+
+
+def _collate(samples: list[Any]) -> dict[str, Any]:
+    """``collate_batch``, but a batch whose every file was unreadable still reports them."""
+    from mfclip.data.dataset import DroppedSample, collate_batch
+
+    batch = collate_batch(samples)
+    if batch is None:
+        skipped = [(s.index, s.path, s.reason) for s in samples if isinstance(s, DroppedSample)]
+        return {"image": None, "skipped": skipped}
+    return batch
+
+
+def _write_chunk(path: Path, frame: pd.DataFrame) -> None:
+    from mfclip.utils.io import atomic_write
+
+    frame = frame.astype({"row": "int64", "p_fake": "float64", "error": "str"})
+    with atomic_write(path, "wb") as handle:
+        frame.to_parquet(handle, index=False)
+
+
+def _chunk_files(partial: Path) -> list[Path]:
+    return sorted(partial.glob("chunk-*.parquet")) if partial.is_dir() else []
+
+
+def _next_chunk_number(partial: Path) -> int:
+    files = _chunk_files(partial)
+    return int(files[-1].stem.split("-")[1]) + 1 if files else 0
+
+
+def _read_chunks(partial: Path) -> pd.DataFrame:
+    files = _chunk_files(partial)
+    if not files:
+        return pd.DataFrame({"row": pd.Series(dtype="int64"), "p_fake": [], "error": []})
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return frame.drop_duplicates("row", keep="last")
+
+
+def _done_rows(partial: Path) -> np.ndarray:
+    return _read_chunks(partial)["row"].to_numpy(dtype=np.int64)
+
+
+def _predictions(test_set: TestSet, scored: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predictions in manifest order (path, label, p_fake, manifest columns, row), and unreadable rows."""
+    rows = test_set.rows
+    scores = scored.set_index("row")
+    missing = rows.index.difference(scores.index)
+    if len(missing):
+        raise EvaluationError(
+            f"test set {test_set.name!r}: {len(missing)} row(s) were not scored (e.g. row {missing[0]}); "
+            "evaluate again to score them"
+        )
+    failed = scores["error"] != ""
+    if failed.all():
+        raise EvaluationError(
+            f"test set {test_set.name!r}: none of its {len(scores)} images could be read "
+            f"(e.g. {scores['error'].iloc[0]}); is the root {test_set.root} right?"
+        )
+    bad = scores[failed]
+    kept = rows[~rows.index.isin(bad.index)]
+    predictions = pd.DataFrame(
+        {
+            "path": kept["path"].astype(str).to_numpy(),
+            "label": kept["label"].astype("int64").to_numpy(),
+            "p_fake": scores.loc[kept.index, "p_fake"].astype("float32").to_numpy(),
+        }
+    )
+    extra = [
+        c for c in kept.columns if c not in ("path", "label", "p_fake", "row") and c not in PREDICTION_COLUMNS
+    ]
+    for column in [*(c for c in PREDICTION_COLUMNS if c in kept.columns), *extra]:
+        predictions[column] = kept[column].astype(str).to_numpy()
+    predictions["row"] = np.asarray(kept.index, dtype=np.int64)
+    unreadable = pd.DataFrame(
+        {
+            "row": np.asarray(bad.index, dtype=np.int64),
+            "path": rows.loc[bad.index, "path"].astype(str).to_numpy(),
+            "reason": bad["error"].to_numpy(),
+        }
+    )
+    return predictions, unreadable
+
+
+# ---------------------------------------------------------------------------------------------------
+# The evaluation
+# ---------------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    checkpoint_dir: str | Path,
+    protocol: Protocol | str | Path | None = None,
+    manifest: str | Path | None = None,
+    *,
+    variant: str | None = None,
+    data_dir: str | Path | None = None,
+    root: str | Path | None = None,
+    split: str | Sequence[str] = "test",
+    out_dir: str | Path | None = None,
+    batch_size: int = 64,
+    device: str | None = "auto",
+    dtype: str | None = None,
+    workers: int | None = None,
+    bootstrap: int = 0,
+    perturb: Iterable[str] | None = None,
+    seed: int = 0,
+    group_by: Sequence[str] = DEFAULT_GROUP_BY,
+    plots: bool = True,
+    progress: bool = True,
+    chunk_rows: int = 16384,
+    chunk_seconds: float = 120.0,
+) -> EvalResult:
+    """Score a checkpoint on every test set of ``protocol`` (or the ``split`` rows of ``manifest``).
+
+    Writes ``<out_dir>/<test_set>/{predictions.parquet, metrics.json, report.md, roc.png, histogram.png}``
+    and the run-level ``metrics.json``, ``report.md``, ``roc.png`` (plus ``robustness.md`` with
+    degradations); ``out_dir`` defaults to ``RUN/eval`` for ``RUN/best`` (see :func:`default_eval_dir`).
+    Without ``protocol`` and ``manifest``, a run's checkpoint is evaluated on the data its training used
+    (``RUN/config.yaml``). ``variant`` defaults to the one the checkpoint was trained with when its
+    metadata names the same protocol. ``bootstrap`` > 0 adds 95 % intervals. Resumable: complete test
+    sets are skipped and a partly scored one continues from its last chunk.
+    """
+    from mfclip.models.checkpoint import load_checkpoint
+    from mfclip.utils.device import resolve_device, resolve_dtype
+
+    if batch_size < 1:
+        raise EvaluationError(f"batch size must be >= 1, got {batch_size}")
+    checkpoint_dir = Path(checkpoint_dir)
+    if not checkpoint_dir.exists():
+        raise EvaluationError(f"{checkpoint_dir}: no such checkpoint")
+    model, metadata = load_checkpoint(checkpoint_dir, map_location="cpu")
+    if protocol is None and manifest is None:
+        trained = training_data(checkpoint_dir)
+        if not trained.get("protocol") and not trained.get("manifest"):
+            raise EvaluationError(
+                f"{checkpoint_dir}: give a protocol or a manifest to evaluate on (the checkpoint is not in a "
+                "run directory whose config.yaml names its data)"
+            )
+        protocol, manifest, variant = trained["protocol"], trained["manifest"], variant or trained["variant"]
+        data_dir = data_dir if data_dir is not None else trained["data_dir"]
+        root = root if root is not None else trained["root"]
+    if protocol is not None and variant is None:
+        variant = _trained_variant(protocol, metadata)
+    test_sets = build_test_sets(
+        protocol, manifest, variant=variant, data_dir=data_dir, root=root, split=split, perturb=perturb
+    )
+    out = Path(out_dir) if out_dir is not None else default_eval_dir(checkpoint_dir)
+    _check_unique_dirs(test_sets)
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    model = model.to(device=torch_device, dtype=torch_dtype).eval()
+    scorer = _Scorer(
+        model=model,
+        inference=model.inference_module().eval(),
+        device=torch_device,
+        dtype=torch_dtype,
+        transform_config=_transform_config(metadata),
+        batch_size=batch_size,
+        workers=_auto_workers() if workers is None else max(int(workers), 0),
+        seed=seed,
+        progress=progress,
+    )
+    fingerprint = checkpoint_fingerprint(checkpoint_dir)
+    metric_settings = {"group_by": list(group_by), "bootstrap": int(bootstrap), "seed": int(seed)}
+    result = EvalResult(out_dir=out, metrics={})
+    for test_set in test_sets:
+        directory = out / safe_name(test_set.name)
+        scoring = {
+            "checkpoint": fingerprint,
+            "rows": _rows_digest(test_set),
+            "n_rows": len(test_set.rows),
+            "perturbation": test_set.perturbation.to_dict() if test_set.perturbation else None,
+            "transform": scorer.transform_config.to_dict() if scorer.transform_config else None,
+            # Only the noise degradation draws random numbers.
+            "seed": int(seed) if test_set.perturbation and test_set.perturbation.kind == "noise" else None,
+        }
+        state = _read_state(directory)
+        if state is not None and state.get("scoring") == scoring:
+            if state.get("metrics") == metric_settings:
+                result.metrics[test_set.name] = read_metrics(directory / "metrics.json")
+                result.resumed.append(test_set.name)
+                continue
+            # Same predictions, other metric settings: recompute the metrics only.
+            from mfclip.metrics import load_predictions
+
+            predictions = load_predictions(directory / "predictions.parquet")
+            unreadable_path = directory / "unreadable.csv"
+            unreadable = pd.read_csv(unreadable_path) if unreadable_path.is_file() else None
+            result.metrics[test_set.name] = _write_test_set(
+                directory,
+                test_set,
+                predictions,
+                unreadable,
+                metric_settings,
+                scoring,
+                plots,
+                write_predictions=False,
+            )
+            result.scored.append(test_set.name)
+            continue
+        partial = directory / PARTIAL_DIR
+        _prepare_partial(partial, scoring)
+        scorer.score(test_set, partial, chunk_rows, chunk_seconds)
+        scored = _read_chunks(partial)
+        predictions, unreadable = _predictions(test_set, scored)
+        result.metrics[test_set.name] = _write_test_set(
+            directory, test_set, predictions, unreadable, metric_settings, scoring, plots
+        )
+        shutil.rmtree(partial, ignore_errors=True)
+        result.scored.append(test_set.name)
+
+    result.files = write_run_report(out, result.metrics, plots=plots)
+    perturbations = _perturbations_of(test_sets)
+    if perturbations:
+        path = out / "robustness.md"
+        atomic_write_text(path, robustness_table(result.metrics, perturbations))
+        result.files["robustness"] = path
+    atomic_write_json(
+        out / "evaluation.json",
+        {
+            "checkpoint": str(checkpoint_dir),
+            "checkpoint_fingerprint": fingerprint,
+            "protocol": _protocol_label(protocol),
+            "variant": variant,
+            "manifest": str(manifest) if manifest is not None else None,
+            "test_sets": {t.name: safe_name(t.name) for t in test_sets},
+            "synthetic": bool(metadata.get("synthetic", False)) or _protocol_is_synthetic(protocol),
+            **metric_settings,
+        },
+    )
+    return result
+
+
+def _write_test_set(
+    directory: Path,
+    test_set: TestSet,
+    predictions: pd.DataFrame,
+    unreadable: pd.DataFrame | None,
+    metric_settings: dict[str, Any],
+    scoring: dict[str, Any],
+    plots: bool,
+    write_predictions: bool = True,
+) -> dict[str, Any]:
+    metrics = evaluate_predictions(
+        predictions,
+        group_by=metric_settings["group_by"],
+        bootstrap=metric_settings["bootstrap"],
+        seed=metric_settings["seed"],
+        name=test_set.name,
+    )
+    if test_set.perturbation is not None:
+        metrics["perturbation"] = test_set.perturbation.to_dict()
+    if unreadable is not None:
+        metrics["unreadable"] = len(unreadable)
+        unreadable_path = directory / "unreadable.csv"
+        if len(unreadable):
+            directory.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(unreadable_path, unreadable.to_csv(index=False))
+            logger.warning(
+                "%s: %d unreadable image(s) left out (listed in %s)",
+                test_set.name,
+                len(unreadable),
+                unreadable_path,
+            )
+        elif unreadable_path.exists():
+            unreadable_path.unlink()
+    # The stamp goes first-out, last-in: a crash between the files never leaves a stale stamp behind.
+    state_path = directory / STATE_NAME
+    if state_path.exists():
+        state_path.unlink()
+    write_evaluation(
+        directory,
+        predictions,
+        metrics,
+        predictions_format="parquet" if write_predictions else None,
+        plots=plots,
+    )
+    atomic_write_json(state_path, {"scoring": scoring, "metrics": metric_settings})
+    return read_metrics(directory / "metrics.json")
+
+
+def _read_state(directory: Path) -> dict[str, Any] | None:
+    path = directory / STATE_NAME
+    if not path.is_file() or not (directory / "metrics.json").is_file():
+        return None
+    if not (directory / "predictions.parquet").is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _prepare_partial(partial: Path, scoring: dict[str, Any]) -> None:
+    """Keep chunks scored with the same checkpoint and rows; start over otherwise."""
+    state_path = partial / "state.json"
+    if partial.is_dir():
+        try:
+            same = json.loads(state_path.read_text(encoding="utf-8")) == json.loads(json.dumps(scoring))
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if not same:
+            shutil.rmtree(partial)
+    if not partial.is_dir():
+        partial.mkdir(parents=True)
+        atomic_write_json(state_path, scoring)
+    for stray in partial.glob(".*.tmp"):
+        stray.unlink()  # a chunk write that was interrupted
+
+
+def _check_unique_dirs(test_sets: Sequence[TestSet]) -> None:
+    seen: dict[str, str] = {}
+    for test_set in test_sets:
+        directory = safe_name(test_set.name)
+        if directory in seen and seen[directory] != test_set.name:
+            raise EvaluationError(
+                f"test sets {seen[directory]!r} and {test_set.name!r} would share the directory "
+                f"{directory!r}; rename one"
+            )
+        seen[directory] = test_set.name
+
+
+def _perturbations_of(test_sets: Sequence[TestSet]) -> list[Perturbation]:
+    found: dict[str, Perturbation] = {}
+    for test_set in test_sets:
+        if test_set.perturbation is not None:
+            found.setdefault(test_set.perturbation.name, test_set.perturbation)
+    return list(found.values())
+
+
+def _transform_config(metadata: dict[str, Any]) -> Any:
+    """The resize settings the checkpoint was trained with (metadata ``transform``), else the defaults."""
+    from mfclip.data.transforms import TransformConfig
+
+    recorded = metadata.get("transform")
+    if not isinstance(recorded, dict):
+        return TransformConfig()
+    settings = {k: v for k, v in recorded.items() if k in ("resize", "interpolation", "jpeg_draft")}
+    return TransformConfig.from_dict(settings, source="checkpoint metadata 'transform'")
+
+
+def _trained_variant(protocol: Protocol | str | Path, metadata: dict[str, Any]) -> str | None:
+    """The variant recorded in the checkpoint's metadata, when it was trained on the same protocol."""
+    trained = metadata.get("protocol")
+    if isinstance(trained, dict):
+        trained_name, recorded = trained.get("name"), trained.get("variant")
+    else:
+        trained_name, recorded = trained, metadata.get("variant")
+    if not recorded:
+        return None
+    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    names = {proto.name, str(protocol), Path(str(protocol)).stem}
+    if (
+        trained_name is not None
+        and str(trained_name) not in names
+        and Path(str(trained_name)).stem not in names
+    ):
+        return None
+    return str(recorded) if recorded in proto.variants else None
+
+
+def training_data(checkpoint: str | Path) -> dict[str, Any]:
+    """Where a run's checkpoint was trained: ``protocol, variant, data_dir, manifest, root`` from the run's
+    ``config.yaml`` (empty when the checkpoint is not inside a run directory)."""
+    from mfclip.engine.config import load_train_config
+
+    run = default_eval_dir(checkpoint).parent
+    config_path = run / "config.yaml"
+    if default_eval_dir(checkpoint).name != "eval" or not config_path.is_file():
+        return {}
+    data = load_train_config(config_path).data
+    return {
+        "protocol": data.protocol,
+        "variant": data.variant,
+        "data_dir": data.data_dir,
+        "manifest": data.manifest,
+        "root": data.root,
+    }
+
+
+def _protocol_label(protocol: Protocol | str | Path | None) -> str | None:
+    if protocol is None:
+        return None
+    return protocol.name if isinstance(protocol, Protocol) else str(protocol)
+
+
+def _protocol_is_synthetic(protocol: Protocol | str | Path | None) -> bool:
+    if protocol is None:
+        return False
+    try:
+        proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    except ConfigError:
+        return False
+    return bool(proto.synthetic)
+
+
+def _auto_workers() -> int:
+    cpus = os.cpu_count() or 1
+    return max(0, min(8, cpus - 1))

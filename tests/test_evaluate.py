@@ -1,0 +1,306 @@
+"""`mfclip eval` / evaluate(): scoring, outputs, degradations, resuming, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from mfclip.engine.evaluate import EvaluationError, build_test_sets, default_eval_dir, evaluate
+from mfclip.metrics import load_predictions
+from mfclip.models.baselines import ClipBaseline
+from mfclip.models.checkpoint import save_checkpoint
+from mfclip.models.registry import create_model
+from mfclip.utils.config import ConfigError
+
+GENERATORS = {"GenA": ("entire_synthesis", "diffusion"), "GenB": ("face_swap", "gan")}
+
+
+def _image(rng: np.random.Generator, fake: bool) -> Image.Image:
+    base = rng.integers(60, 200, size=(1, 1, 3)) + rng.normal(0, 12, size=(40, 48, 3))
+    if fake:  # a periodic trace, like decoder up-sampling
+        base[::2, ::2] += 25
+    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A manifest of 28 small images: test reals and fakes of two generators, a few train/val rows."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, count in (("train", 2), ("val", 2), ("test", 6)):
+        for i in range(count):
+            path = f"real/{split}_{i}.png"
+            (root / "real").mkdir(exist_ok=True)
+            _image(rng, False).save(root / path)
+            rows.append([path, 0, split, "toy", "", "", "", f"r{i // 2}"])
+            for generator, (forgery_type, family) in GENERATORS.items():
+                (root / generator).mkdir(exist_ok=True)
+                path = f"{generator}/{split}_{i}.jpg"
+                _image(rng, True).save(root / path, quality=90)
+                rows.append([path, 1, split, "toy", forgery_type, family, generator, f"{generator}{i // 2}"])
+    columns = ["path", "label", "split", "dataset", "forgery_type", "family", "generator", "video_id"]
+    pd.DataFrame(rows, columns=columns).to_csv(root / "manifest.csv", index=False)
+    (root / "protocol.yaml").write_text(
+        "name: toy\nmanifest: manifest.csv\n"
+        "train: {split: train, generators: [GenA]}\nval: {split: val, generators: [GenA]}\n"
+        "test:\n  seen: {split: test, generators: [GenA]}\n  unseen: {split: test, generators: [GenB]}\n"
+        "variants:\n  a: {}\n  b:\n    test: {seen: {generators: [GenB]}, unseen: {generators: [GenA]}}\n",
+        encoding="utf-8",
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RUN/ with a best/ checkpoint of a tiny CLIP probe (as training writes it)."""
+    run = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    model = create_model("clip-probe-tiny")
+    save_checkpoint(model, run / "best", metadata={"protocol": "toy", "variant": "b", "synthetic": True})
+    (run / "train_summary.json").write_text("{}", encoding="utf-8")
+    return run
+
+
+def _expected_scores(run: Path, root: Path, paths: list[str]) -> np.ndarray:
+    from mfclip.data.transforms import ImageTransform
+    from mfclip.models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(run / "best")
+    transform = ImageTransform(model.image_size)
+    images = torch.stack([transform(Image.open(root / p).convert("RGB")) for p in paths])
+    return model.eval().predict_proba(images).numpy()
+
+
+def test_manifest_evaluation_writes_predictions_metrics_and_reports(
+    dataset: Path, run_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    result = evaluate(
+        run_dir / "best", manifest=dataset / "manifest.csv", out_dir=out, batch_size=5, workers=0
+    )
+    assert list(result.metrics) == ["test"] and result.scored == ["test"]
+    predictions = load_predictions(out / "test" / "predictions.parquet")
+    manifest = pd.read_csv(dataset / "manifest.csv")
+    expected_rows = manifest.index[manifest["split"] == "test"].tolist()
+    assert predictions["row"].tolist() == expected_rows  # manifest order, every test row once
+    assert list(predictions.columns[:3]) == ["path", "label", "p_fake"]
+    assert {"generator", "forgery_type", "video_id", "dataset"} <= set(predictions.columns)
+    assert np.allclose(
+        predictions["p_fake"], _expected_scores(run_dir, dataset, predictions["path"].tolist()), atol=1e-5
+    )
+    for name in ("metrics.json", "report.md", "roc.png", "histogram.png", "eval_state.json"):
+        assert (out / "test" / name).is_file(), name
+    for name in ("metrics.json", "report.md", "evaluation.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "test" / "metrics.json").read_text())
+    assert metrics["overall"]["n"] == 18 and set(metrics["groups"]["generator"]) == {"GenA", "GenB"}
+    assert metrics["video"]["n_videos"] == 9
+    assert not (out / "test" / ".partial").exists()
+    assert result.table()["test_set"].tolist() == ["test"]
+
+
+def test_protocol_evaluation_uses_the_trained_variant_and_the_default_run_eval_dir(
+    dataset: Path, run_dir: Path
+) -> None:
+    assert default_eval_dir(run_dir / "best") == run_dir / "eval"
+    result = evaluate(
+        run_dir / "best", protocol=dataset / "protocol.yaml", batch_size=8, workers=0, plots=False
+    )
+    assert result.out_dir == run_dir / "eval"
+    # The checkpoint records variant b, where "seen" is GenB.
+    seen = load_predictions(run_dir / "eval" / "seen" / "predictions.parquet")
+    assert set(seen.loc[seen["label"] == 1, "generator"]) == {"GenB"}
+    assert json.loads((run_dir / "eval" / "evaluation.json").read_text())["variant"] == "b"
+    again = evaluate(
+        run_dir / "best",
+        protocol=dataset / "protocol.yaml",
+        variant="a",
+        out_dir=run_dir / "eval-a",
+        plots=False,
+    )
+    seen_a = load_predictions(again.out_dir / "seen" / "predictions.parquet")
+    assert set(seen_a.loc[seen_a["label"] == 1, "generator"]) == {"GenA"}
+
+
+def test_degradations_are_scored_as_extra_test_sets(dataset: Path, run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    result = evaluate(
+        run_dir / "best",
+        manifest=dataset / "manifest.csv",
+        out_dir=out,
+        perturb=["jpeg30", "noise20"],
+        workers=0,
+        plots=False,
+    )
+    assert list(result.metrics) == ["test", "test+jpeg30", "test+noise20"]
+    clean = load_predictions(out / "test" / "predictions.parquet")["p_fake"].to_numpy()
+    noisy = load_predictions(out / "test+noise20" / "predictions.parquet")["p_fake"].to_numpy()
+    assert not np.allclose(clean, noisy)
+    assert result.metrics["test+jpeg30"]["perturbation"]["quality"] == 30
+    table = (out / "robustness.md").read_text()
+    assert "| test |" in table and "jpeg30" in table and "noise20" in table
+    # Deterministic: a fresh evaluation elsewhere gives the same degraded scores.
+    other = evaluate(
+        run_dir / "best",
+        manifest=dataset / "manifest.csv",
+        out_dir=tmp_path / "again",
+        perturb=["noise20"],
+        workers=0,
+        plots=False,
+    )
+    assert other.scored == ["test", "test+noise20"]
+    assert np.array_equal(
+        noisy,
+        load_predictions(tmp_path / "again" / "test+noise20" / "predictions.parquet")["p_fake"].to_numpy(),
+    )
+
+
+def test_a_complete_evaluation_is_skipped_and_an_interrupted_one_resumes(
+    dataset: Path, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "eval"
+    protocol = dataset / "protocol.yaml"
+    calls = {"images": 0}
+    forward = ClipBaseline.forward
+
+    def counting(self, images, *args, **kwargs):
+        calls["images"] += images.shape[0]
+        if calls.get("fail_after") is not None and calls["images"] > calls["fail_after"]:
+            raise KeyboardInterrupt
+        return forward(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(ClipBaseline, "forward", counting)
+    calls["fail_after"] = 8  # dies in the third batch of "seen" (12 rows, batches of 4)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(
+            run_dir / "best",
+            protocol=protocol,
+            variant="a",
+            out_dir=out,
+            batch_size=4,
+            chunk_rows=4,
+            plots=False,
+        )
+    chunks = sorted((out / "seen" / ".partial").glob("chunk-*.parquet"))
+    assert len(chunks) == 2 and not (out / "seen" / "metrics.json").exists()
+
+    calls.update(images=0, fail_after=None)
+    result = evaluate(
+        run_dir / "best", protocol=protocol, variant="a", out_dir=out, batch_size=4, plots=False
+    )
+    assert calls["images"] == 4 + 12  # the rest of "seen", then all of "unseen"
+    assert result.scored == ["seen", "unseen"]
+    reference = evaluate(
+        run_dir / "best", protocol=protocol, variant="a", out_dir=tmp_path / "ref", batch_size=12, plots=False
+    )
+    pd.testing.assert_frame_equal(
+        load_predictions(out / "seen" / "predictions.parquet"),
+        load_predictions(reference.out_dir / "seen" / "predictions.parquet"),
+    )
+
+    calls["images"] = 0
+    again = evaluate(run_dir / "best", protocol=protocol, variant="a", out_dir=out, plots=False)
+    assert again.resumed == ["seen", "unseen"] and calls["images"] == 0
+    assert again.metrics["seen"]["overall"]["auc"] == pytest.approx(result.metrics["seen"]["overall"]["auc"])
+    # New metric settings reuse the saved predictions: nothing is scored again.
+    with_ci = evaluate(
+        run_dir / "best", protocol=protocol, variant="a", out_dir=out, bootstrap=50, plots=False
+    )
+    assert calls["images"] == 0 and "ci" in with_ci.metrics["seen"]["overall"]
+
+
+def test_unreadable_images_are_left_out_and_listed(dataset: Path, run_dir: Path, tmp_path: Path) -> None:
+    manifest = pd.read_csv(dataset / "manifest.csv")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    manifest.loc[len(manifest)] = [str(broken.relative_to(tmp_path)), 1, "test", "toy", "", "", "GenA", ""]
+    for path in manifest["path"][:-1]:
+        target = tmp_path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((dataset / path).read_bytes())
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    result = evaluate(
+        run_dir / "best",
+        manifest=tmp_path / "manifest.csv",
+        out_dir=tmp_path / "eval",
+        workers=0,
+        plots=False,
+    )
+    assert result.metrics["test"]["overall"]["n"] == 18 and result.metrics["test"]["unreadable"] == 1
+    unreadable = pd.read_csv(tmp_path / "eval" / "test" / "unreadable.csv")
+    assert unreadable["path"].tolist() == ["broken.png"] and unreadable["row"].tolist() == [len(manifest) - 1]
+
+
+def test_bad_requests_fail_with_clear_messages(dataset: Path, run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(EvaluationError, match="give a protocol or a manifest"):
+        build_test_sets()
+    with pytest.raises(ConfigError, match="unknown split 'holdout'"):
+        build_test_sets(manifest=dataset / "manifest.csv", split="holdout")
+    only_train = tmp_path / "train.csv"
+    pd.read_csv(dataset / "manifest.csv").query("split == 'train'").to_csv(only_train, index=False)
+    with pytest.raises(EvaluationError, match="no rows with split test"):
+        build_test_sets(manifest=only_train, root=dataset)
+    with pytest.raises(EvaluationError, match=r"missing\.csv: manifest not found"):
+        build_test_sets(manifest=tmp_path / "missing.csv")
+    with pytest.raises(EvaluationError, match="no such checkpoint"):
+        evaluate(tmp_path / "nothing", manifest=dataset / "manifest.csv")
+    bundled = build_test_sets("diff-cross-forgery", manifest=_diff_like(tmp_path), variant="fs")
+    assert [t.name for t in bundled] == ["t2i", "i2i", "fs", "fe"]
+    with pytest.raises(EvaluationError, match=r"test set 'i2i' .* selects no fake rows"):
+        build_test_sets(
+            "diff-cross-forgery", manifest=_diff_like(tmp_path, drop="LoRA DreamBooth SDXL_Refine FreeDoM_I")
+        )
+    with pytest.raises(EvaluationError, match="reads 3 manifests"):
+        build_test_sets("cross-dataset", manifest=dataset / "manifest.csv")
+
+
+def _diff_like(tmp_path: Path, drop: str = "") -> Path:
+    generators = (
+        "Midjourney SDXL FreeDoM_T HPS SDXL_Refine LoRA DreamBooth FreeDoM_I DiffFace DCFace Imagic "
+        "cycle_diff CoDiff"
+    )
+    rows = [["real/0.png", 0, "test", "diff", ""]]
+    rows += [[f"{g}/0.png", 1, "test", "diff", g] for g in generators.split() if g not in drop.split()]
+    path = tmp_path / f"diff{len(rows)}.csv"
+    pd.DataFrame(rows, columns=["path", "label", "split", "dataset", "generator"]).to_csv(path, index=False)
+    return path
+
+
+def test_cli_eval_prints_the_table_and_where_it_wrote(
+    dataset: Path, run_dir: Path, tmp_path: Path, capsys
+) -> None:
+    from mfclip.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(run_dir / "best"),
+                "--manifest",
+                str(dataset / "manifest.csv"),
+                "--out",
+                str(tmp_path / "cli"),
+                "--perturb",
+                "blur2",
+                "--no-plots",
+                "--no-progress",
+                "--workers",
+                "0",
+            ]
+        )
+    assert exit_info.value.code == 0
+    output = capsys.readouterr().out
+    assert "test+blur2" in output and str(tmp_path / "cli") in output
+    assert (tmp_path / "cli" / "test+blur2" / "metrics.json").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--checkpoint", str(run_dir / "best"), "--protocol", "no-such-protocol"])
+    assert exit_info.value.code == 2
+    assert "protocol 'no-such-protocol' not found" in capsys.readouterr().err
