@@ -20,6 +20,16 @@ from mfclip.utils.config import ConfigError, StrictConfig
 _VIT_FIELDS = ("width", "layers", "heads", "patch_size", "mlp_ratio")
 
 
+def _open_clip_arch_config(arch: str, field: str) -> dict[str, Any]:
+    """open_clip's bundled model config named ``arch``; ``field`` names the setting in errors."""
+    import open_clip
+
+    arch_cfg = open_clip.get_model_config(arch)
+    if arch_cfg is None:
+        raise ConfigError(f"{field}: unknown open_clip model config {arch!r}")
+    return arch_cfg
+
+
 class ClipViTConfig(StrictConfig):
     """The ``clip_vit`` global branch: an open_clip ``VisionTransformer``.
 
@@ -49,11 +59,7 @@ class ClipViTConfig(StrictConfig):
         """The tower's hyper-parameters: the open_clip arch's values overridden by the fields set here."""
         values: dict[str, Any] = {"mlp_ratio": 4.0, "quick_gelu": False}
         if self.arch is not None:
-            import open_clip
-
-            arch_cfg = open_clip.get_model_config(self.arch)
-            if arch_cfg is None:
-                raise ConfigError(f"vision.clip_vit.arch: unknown open_clip model config {self.arch!r}")
+            arch_cfg = _open_clip_arch_config(self.arch, "vision.clip_vit.arch")
             vision = dict(arch_cfg.get("vision_cfg", {}))
             if vision.get("timm_model_name") or not isinstance(vision.get("layers", 12), int):
                 raise ConfigError(f"vision.clip_vit.arch: {self.arch!r} is not a ViT config")
@@ -201,11 +207,7 @@ class TextConfig(StrictConfig):
         """The tower's hyper-parameters: the open_clip arch's values overridden by the fields set here."""
         values: dict[str, Any] = {"mlp_ratio": 4.0, "quick_gelu": False}
         if self.arch is not None:
-            import open_clip
-
-            arch_cfg = open_clip.get_model_config(self.arch)
-            if arch_cfg is None:
-                raise ConfigError(f"text.arch: unknown open_clip model config {self.arch!r}")
+            arch_cfg = _open_clip_arch_config(self.arch, "text.arch")
             text = dict(arch_cfg.get("text_cfg", {}))
             if text.get("hf_model_name"):
                 raise ConfigError(f"text.arch: {self.arch!r} has a Hugging Face text tower, not a CLIP one")
