@@ -518,6 +518,8 @@ def _quiet_known_warnings() -> Iterator[None]:
         # A resumed run writes into its own log and checkpoint folders.
         warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+        # Frozen towers (the CLIP linear probe) stay in eval mode on purpose.
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
         # Raised inside Lightning's own batch handling with recent torch versions.
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         yield
