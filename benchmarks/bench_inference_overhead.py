@@ -41,7 +41,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def reference_tower(model: Any) -> torch.nn.Module:
-    """The bare open_clip image tower of the model's clip_vit config (open_clip's own for a named arch)."""
+    """The bare open_clip image tower of the model's clip_vit config (open_clip's own for a named arch).
+
+    It has the same activation as the model's tower (``quick_gelu`` as in OpenAI's weights), so the
+    comparison measures what MFCLIP adds, not a different activation function.
+    """
     config = model.config
     clip_vit = config.vision.clip_vit
     if clip_vit.arch and all(
@@ -49,7 +53,8 @@ def reference_tower(model: Any) -> torch.nn.Module:
     ):
         import open_clip
 
-        arch = open_clip.get_model_config(clip_vit.arch)
+        arch = dict(open_clip.get_model_config(clip_vit.arch))
+        arch["quick_gelu"] = clip_vit.resolved()["quick_gelu"]
         if arch["vision_cfg"].get("image_size", 224) == config.image_size:
             return open_clip.model.CLIP(**arch).visual
     return build_clip_vit(clip_vit, config.image_size, config.embed_dim)
