@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,25 @@ def test_atomic_checkpoint_io_keeps_the_previous_file_when_a_save_fails(tmp_path
         io.save_checkpoint({"weights": torch.zeros(1000), "bad": Unpicklable()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.arange(1000.0))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_lightning_package_tips_are_filtered_and_run_notices_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from mfclip.engine.train import _quiet_known_warnings
+
+    def messages() -> str:
+        caplog.clear()
+        L.Trainer(logger=CSVLogger(tmp_path), accelerator="cpu", limit_train_batches=1.0, max_epochs=1)
+        return "\n".join(caplog.messages)
+
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+        unfiltered = messages()
+        with _quiet_known_warnings():
+            filtered = messages()
+    assert "Tip:" in unfiltered and "was configured so" in unfiltered
+    assert "Tip:" not in filtered and "was configured so" not in filtered
+    assert "GPU available" in filtered

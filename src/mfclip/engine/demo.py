@@ -55,9 +55,10 @@ FAST = {
         "trainer.log_every_n_steps=1",
         "data.batch_size=16",
         "data.num_workers=0",
+        "trainer.progress_bar=false",
     ),
 }
-COMMON_OVERRIDES = ("trainer.progress_bar=false", "logging.tensorboard=false")
+COMMON_OVERRIDES = ("logging.tensorboard=false",)
 EXAMPLES_PER_KIND = 2  # images shown per kind (real, seen fake, unseen fake) in the report
 
 

@@ -384,7 +384,8 @@ def train(
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     all_callbacks.extend(callbacks)
 
-    trainer = build_trainer(config, run_dir, all_callbacks, loggers)
+    with _quiet_known_warnings():
+        trainer = build_trainer(config, run_dir, all_callbacks, loggers)
 
     status, error = "completed", None
     ckpt_path = str(resume_point.checkpoint) if resume_point is not None else None
@@ -507,10 +508,22 @@ def _write_summary(
     return summary
 
 
+class _LightningNoticeFilter(logging.Filter):
+    """Drops Lightning's notices that say nothing about the run: package tips and default-limit echoes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("💡 Tip:") or "=1.0)` was configured so " in message)
+
+
 @contextlib.contextmanager
 def _quiet_known_warnings() -> Iterator[None]:
-    """Silence Lightning warnings that do not apply to this engine's set-up."""
-    with warnings.catch_warnings():
+    """Silence Lightning warnings and notices that do not apply to this engine's set-up."""
+    notices = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    notice_filter = _LightningNoticeFilter()
+    notices.addFilter(notice_filter)
+    with contextlib.ExitStack() as stack, warnings.catch_warnings():
+        stack.callback(notices.removeFilter, notice_filter)
         # Our loaders resume through ResumeState, which Lightning cannot see.
         warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
         # Processes share one CPU budget in tests; the worker count is the user's choice.
