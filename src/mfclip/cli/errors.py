@@ -9,7 +9,15 @@ import typer
 from typer.main import get_command
 
 # Exceptions that mean "the user's input is wrong"; their message already names the file or field.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, PermissionError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def _click_exception_types() -> tuple[type[BaseException], ...]:
