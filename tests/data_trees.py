@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,57 @@ def write_bad_images(directory: Path, full_size: int = 16) -> dict[str, Path]:
     Image.new("RGBA", (full_size, full_size), (255, 255, 255, 0)).save(files["rgba"])  # transparent white
     files["grey"] = directory / "grey.png"
     Image.new("L", (full_size, full_size), 77).save(files["grey"])
+    files["rotated"] = directory / "rotated.jpg"
+    write_rotated_jpeg(files["rotated"], width=full_size, height=full_size // 2)
     return files
+
+
+#: EXIF orientation 6: the stored pixels are shown rotated 90 degrees clockwise.
+EXIF_ROTATE_90_CW = 6
+
+
+def write_rotated_jpeg(path: Path, width: int, height: int) -> Path:
+    """A ``width`` x ``height`` JPEG (left half black, right half white) tagged with EXIF orientation 6.
+
+    A viewer that honours the tag shows it ``height`` wide and ``width`` tall, black on top.
+    """
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:, width // 2 :] = 255
+    exif = Image.Exif()
+    exif[0x0112] = EXIF_ROTATE_90_CW  # the Orientation tag
+    Image.fromarray(pixels).save(path, format="JPEG", quality=95, exif=exif.tobytes())
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Awkward file names and links
+
+#: A file name whose bytes are not valid UTF-8, and how it prints.
+NON_UTF8_NAME = b"bad\xffname.png"
+NON_UTF8_DISPLAY = "bad\\xffname.png"
+
+
+def write_non_utf8_image(directory: Path, seed: int = 0) -> Path:
+    """An image under ``directory`` named :data:`NON_UTF8_NAME`; returns its path (with surrogate escapes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = os.path.join(os.fsencode(directory), NON_UTF8_NAME)
+    with open(path, "wb") as handle:
+        handle.write(image_bytes(seed))
+    return Path(os.fsdecode(path))
+
+
+def build_folder_tree_with_odd_names(root: Path, outside: Path) -> dict[str, int]:
+    """A folder tree with a non-UTF-8 file name and symbolic links (to a folder and to a file under
+    ``outside``, and one within ``root``) besides ordinary images; returns the expected counts."""
+    write_image(root / "real/a.png", 1)
+    write_image(root / "fake/SDXL/b.png", 2)
+    write_non_utf8_image(root / "real", 3)
+    write_image(outside / "elsewhere/c.png", 4)
+    write_image(outside / "d.png", 5)
+    (root / "fake/linked").symlink_to(outside / "elsewhere", target_is_directory=True)
+    (root / "real/linked.png").symlink_to(outside / "d.png")
+    (root / "real/alias.png").symlink_to(root / "real/a.png")
+    return {"rows": 5, "skipped": 1}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from data_trees import write_bad_images, write_image
+from data_trees import EXIF_ROTATE_90_CW, write_bad_images, write_image
 from mfclip.data.dataset import (
     CorruptPolicy,
     DroppedSample,
@@ -253,3 +253,15 @@ def test_balanced_sampler() -> None:
     assert np.isclose(weights[labels == 0].sum(), 0.5) and np.isclose(weights.sum(), 1.0)
     with pytest.raises(ValueError, match="groups has 3 entries"):
         balanced_weights(labels, groups=["a", "b", "c"])
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    from mfclip.data.decode import load_image
+
+    files = write_bad_images(tmp_path, full_size=16)
+    with Image.open(files["rotated"]) as stored:
+        assert stored.size == (16, 8) and stored.getexif()[0x0112] == EXIF_ROTATE_90_CW
+    pixels = np.asarray(load_image(files["rotated"]))
+    assert pixels.shape == (16, 8, 3)  # height and width swapped
+    # Left half black, right half white, turned 90 degrees clockwise: black on top, white below.
+    assert pixels[:6].max() < 40 and pixels[10:].min() > 215

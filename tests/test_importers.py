@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from data_trees import (
+    NON_UTF8_DISPLAY,
     build_celebdf_tree,
     build_deepfakebench_tree,
     build_dfdc_tree,
@@ -17,13 +17,14 @@ from data_trees import (
     build_diffusionface_tree,
     build_ffpp_tree,
     build_folder_tree,
+    build_folder_tree_with_odd_names,
     build_genface_tree,
     write_bad_images,
     write_image,
 )
 from mfclip.cli.errors import run_app
 from mfclip.data.importers import ImporterError, import_dataset, list_importers, run_import
-from mfclip.data.manifest import load_manifest, read_manifest, validate_manifest
+from mfclip.data.manifest import ManifestError, load_manifest, read_manifest, validate_manifest
 
 
 def skipped_reasons(result) -> dict[str, str]:
@@ -318,10 +319,10 @@ def test_bad_files_are_skipped_with_reasons(tmp_path: Path) -> None:
     full = import_dataset("folder", tmp_path, default_split="train", max_pixels=50_000, verify="full")
     assert "corrupt or truncated" in {Path(p).stem: r for p, r in skipped_reasons(full).items()}["truncated"]
     kept = {Path(r["path"]).stem for r in full.rows}  # ...a full decode does; odd modes still decode
-    assert kept == {"good", "cmyk", "sixteen", "palette", "rgba", "grey", "ok"}
+    assert kept == {"good", "cmyk", "sixteen", "palette", "rgba", "grey", "rotated", "ok"}
     none = import_dataset("folder", tmp_path, default_split="train", verify="none")
     assert {Path(s.path).stem for s in none.skipped} == {"zero"}
-    assert len(files) == 10
+    assert len(files) == 11
 
 
 def test_run_import_writes_manifest_and_skipped_log(tmp_path: Path) -> None:
@@ -410,4 +411,73 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert "--csv does not apply to the diff importer" in capsys.readouterr().err
     assert cli(["manifest", "validate", str(tmp_path / "missing.csv")]) == 2
     assert "manifest not found" in capsys.readouterr().err
-    json.dumps({})  # keep the json import used for readability of the trees module
+
+
+# --------------------------------------------------------------------------------------------------
+# Awkward names, symbolic links, unreadable folders, output paths
+
+
+def test_non_utf8_names_are_skipped_and_links_followed(tmp_path: Path) -> None:
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    expected = build_folder_tree_with_odd_names(root, outside)
+    out = tmp_path / "m.csv"
+    result = run_import("folder", root, out, default_split="train")
+    # Links are followed (datasets often live on other disks); paths stay relative to the root.
+    assert sorted(by_path(result)) == [
+        "fake/SDXL/b.png",
+        "fake/linked/c.png",
+        "real/a.png",
+        "real/alias.png",
+        "real/linked.png",
+    ]
+    assert len(result.rows) == expected["rows"]
+    reasons = skipped_reasons(result)
+    assert reasons[f"real/{NON_UTF8_DISPLAY}"] == "file name is not valid UTF-8"
+    assert len(reasons) == expected["skipped"]
+    logged = {
+        row["path"]: row["reason"] for row in csv.DictReader(result.skipped_path.open(encoding="utf-8"))
+    }
+    assert logged == reasons
+
+
+def test_unreadable_folders_are_recorded_as_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    build_folder_tree(tmp_path)
+    locked = str(tmp_path / "train" / "fake")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = import_dataset("folder", tmp_path)
+    assert skipped_reasons(result)["train/fake/"] == "cannot list folder (Permission denied)"
+    assert not [p for p in by_path(result) if p.startswith("train/fake/")]
+
+    build_diff_tree(tmp_path / "diff")
+    locked = str(tmp_path / "diff" / "train")
+    diff = import_dataset("diff", tmp_path / "diff")
+    assert skipped_reasons(diff)["train/"] == "cannot list folder (Permission denied)"
+
+
+def test_output_path_is_checked_before_the_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mfclip.data.importers import base
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the dataset was scanned before the output path was checked")
+
+    monkeypatch.setattr(base, "import_dataset", no_scan)
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ManifestError, match=r"m\.txt: unknown manifest format; use one of \.csv"):
+        run_import("folder", tmp_path, tmp_path / "m.txt")
+    with pytest.raises(ManifestError, match=r"folder\.csv: output manifest path is a folder"):
+        run_import("folder", tmp_path, tmp_path / "folder.csv")
+    with pytest.raises(ManifestError, match=r"cannot create the output folder, .*file is a file"):
+        run_import("folder", tmp_path, tmp_path / "file" / "sub" / "m.csv")
+    (tmp_path / "m.csv.skipped.csv").mkdir()
+    with pytest.raises(ManifestError, match=r"skipped-file log path is a folder"):
+        run_import("folder", tmp_path, tmp_path / "m.csv")

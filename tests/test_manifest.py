@@ -195,6 +195,7 @@ def test_load_manifest_refuses_invalid_with_first_problems(tree, tmp_path: Path)
     message = str(info.value)
     assert "row 0, column 'label'" in message and "row 2" in message and "row 3" not in message
     assert "... and 3 more" in message and "mfclip manifest validate" in message
+    assert "drop_invalid=True (Python)" in message and "data.drop_invalid=true (mfclip train)" in message
 
 
 def test_load_manifest_drop_invalid_logs_count(tree, tmp_path: Path, caplog) -> None:
@@ -318,3 +319,29 @@ def test_summarize_manifest(tree) -> None:
     assert summary["split"]["train"] == {"real": 1, "fake": 2}
     assert summary["generator"]["SDXL"] == {"fake": 1}
     assert summary["generator"]["(empty)"] == {"fake": 1}
+
+
+def test_rows_with_a_wrong_field_count_are_problems(tree, tmp_path: Path, caplog) -> None:
+    root, _ = tree
+    path = tmp_path / "ragged.csv"
+    path.write_text(
+        "path,label,split\n"
+        "real/a.png,0,train\n"
+        "extra,real/b.png,0,test,x\n"  # 5 fields: pandas would make the first two the index
+        "\n"
+        "fake/SDXL/c.png,1\n"
+        "fake/DiffFace/d.png,1,train\n"
+    )
+    df = read_manifest(path)
+    assert df["path"].tolist()[0] == "real/a.png" and list(df.index) == [0, 1, 2, 3]
+    report = validate_manifest(df, root=root)
+    assert [str(p) for p in report.errors if p.column is None] == [
+        "row 1: 5 fields, but the header has 3",
+        "row 2: 2 fields, but the header has 3",
+    ]
+    with pytest.raises(ManifestError, match=r"row 1: 5 fields, but the header has 3"):
+        load_manifest(path, root)
+    with caplog.at_level(logging.WARNING):
+        kept = load_manifest(path, root, drop_invalid=True)
+    assert kept["path"].tolist() == ["real/a.png", "fake/DiffFace/d.png"]
+    assert kept.attrs["dropped_rows"] == 2

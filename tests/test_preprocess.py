@@ -81,6 +81,7 @@ def test_images_and_videos_to_crops_manifest_and_skipped(tree: Path, tmp_path: P
     assert (result.sources, result.processed, result.resumed, result.failed) == (7, 7, 0, 0)
     assert result.written == result.faces == 5
     assert result.skipped == 5  # grey, broken, frameless, sky, empty folder
+    assert (result.no_face, result.unreadable, result.failed, result.folders) == (2, 2, 0, 1)
 
     rows = read_csv(out / "manifest.csv")
     assert list(rows[0]) == list(MANIFEST_COLUMNS)
@@ -222,8 +223,95 @@ def test_manifest_input_keeps_labels(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(PreprocessError, match=r"bad\.csv: no 'path' column"):
         preprocess([], tmp_path / "out2", config(), manifest=bad)
     bad.write_text("path,label\na.png,maybe\n")
-    with pytest.raises(PreprocessError, match=r"bad\.csv: row 0, column 'label'"):
+    with pytest.raises(PreprocessError, match=r"bad\.csv: invalid input manifest.*\n  row 0, column 'label'"):
         preprocess([], tmp_path / "out2", config(), manifest=bad)
+
+
+def test_manifest_input_is_validated_like_a_manifest(
+    tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mfclip.cli.errors import run_app
+    from mfclip.cli.main import app
+
+    manifest = tmp_path / "input.csv"
+    manifest.write_text(
+        "path,label,split\n"
+        "real/astronaut.png,real,train\n"
+        "../outside.png,1,train\n"
+        "/abs/x.png,1,train\n"
+        "real/./astronaut.png,1,test\n"
+        "real/grace hopper.jpg,maybe,train\n"
+        "real/videos/talk.mp4,fake,tst\n"
+        "real/x.png,0,train,extra\n"
+        "other/grey.png,,\n"  # unknown label and split: allowed
+    )
+    out = tmp_path / "out"
+    with pytest.raises(PreprocessError) as refused:
+        preprocess([], out, config(detector="none"), manifest=manifest, root=tree)
+    message = str(refused.value)
+    assert message.startswith(f"{manifest}: invalid input manifest, 6 problem(s) in 6 row(s):")
+    for expected in (
+        "row 1, column 'path': path '../outside.png' escapes the dataset root",
+        "row 2, column 'path': absolute path '/abs/x.png'",
+        "row 3, column 'path': duplicate path 'real/./astronaut.png' (first at row 0)",
+        "row 4, column 'label'",
+        "row 5, column 'split'",
+        "row 6: 4 fields, but the header has 3",
+    ):
+        assert expected in message
+    assert "--drop-invalid" in message and not out.exists()
+
+    argv = ["preprocess", "--manifest", str(manifest), "--root", str(tree), "--out", str(out)]
+    argv += ["--detector", "none", "--size", "16", "--workers", "1", "--no-progress", "--drop-invalid"]
+    assert run_app(app, argv) == 0
+    printed = capsys.readouterr().out
+    assert f"dropped 6 rows of {manifest} with problems" in printed
+    assert "2 input files: 2 processed" in printed
+    assert sorted(r["source"] for r in read_csv(out / "manifest.csv")) == [
+        "other/grey.png",
+        "real/astronaut.png",
+    ]
+
+
+def test_unusable_names_and_folders_are_reported_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from data_trees import NON_UTF8_DISPLAY, write_non_utf8_image
+    from mfclip.cli.errors import run_app
+    from mfclip.cli.main import app
+
+    root = tmp_path / "data"
+    (root / "empty").mkdir(parents=True)
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(root / "ok.png")
+    write_non_utf8_image(root)
+    (root / "locked").mkdir()
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(root / "locked" / "hidden.png")
+    locked = str(root / "locked")
+    real_scandir = os.scandir
+
+    def scandir(path: str):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "out"
+    argv = ["preprocess", str(root), "--out", str(out), "--detector", "none", "--size", "16"]
+    assert run_app(app, [*argv, "--workers", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "2 input files: 2 processed, 0 already done; 0 with no face, 1 unreadable, 0 failed; "
+        "2 folders skipped (empty or unreadable); 1 crops written"
+    ) in printed
+    skipped = {Path(r["source"]).name: (r["kind"], r["reason"]) for r in read_csv(out / "skipped.csv")}
+    assert skipped == {
+        NON_UTF8_DISPLAY: ("image", "file name is not valid UTF-8"),
+        "empty": ("folder", "folder holds no images or videos"),
+        "locked": ("folder", "cannot list folder (Permission denied)"),
+    }
+    assert [Path(r["source"]).name for r in read_csv(out / "manifest.csv")] == ["ok.png"]
 
 
 def test_input_errors(tmp_path: Path) -> None:
@@ -275,7 +363,8 @@ def test_cli_with_two_workers(tree: Path, tmp_path: Path, capsys: pytest.Capture
     argv += ["--detector", "haar", "--size", "32", "--frames", "2", "--workers", "2", "--label", "fake"]
     assert run_app(app, [*argv, "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "4 input files: 4 processed" in printed and "manifest:" in printed
+    assert "4 input files: 4 processed, 0 already done; 1 with no face, 0 unreadable, 0 failed;" in printed
+    assert "manifest:" in printed
     rows = read_csv(out / "manifest.csv")
     assert len(rows) == 4 and {r["label"] for r in rows} == {"1"}
     assert [Path(r["source"]).name for r in read_csv(out / "skipped.csv")] == ["grey.png"]

@@ -219,20 +219,31 @@ def test_demosaic_and_upsampling_preserve_flat_images() -> None:
     np.testing.assert_allclose(np.diff(interior, axis=1), 0.5, atol=1e-5)  # bilinear: linear stays linear
 
 
-def test_global_statistics_classifier_is_not_perfect(tmp_path: Path) -> None:
+def test_global_statistics_classifier_is_not_perfect_and_unseen_generators_are_harder(tmp_path: Path) -> None:
+    """SPEC §4: not trivially separable, and unseen generators measurably harder than seen ones.
+
+    Seen - unseen AUC at this size was 0.11-0.23 over seeds 0-6 (0.137 for seed 0); the margin is 0.05.
+    """
     from mfclip.data.synth.stats import features_of_files, statistics_baseline
 
     out = tmp_path / "stats"
-    generate_benchmark(out, seed=0, size=160, image_size=IMAGE_SIZE, workers=1, progress=False)
+    generate_benchmark(out, seed=0, size=800, image_size=96, workers=1, progress=False)
     rows = read_manifest(out)
     features = features_of_files([out / r["path"] for r in rows])
     labels = np.array([int(r["label"]) for r in rows])
     split = np.array([r["split"] for r in rows])
     generator = np.array([r["generator"] for r in rows])
-    train = (split != "test") & np.isin(generator, ["", *SEEN_GENERATORS])
-    seen = (split == "test") & np.isin(generator, ["", *SEEN_GENERATORS])
-    auc = statistics_baseline(features[train], labels[train], {"seen": (features[seen], labels[seen])})
+    real_test = (split == "test") & (labels == 0)
+    train = (split == "train") & np.isin(generator, ["", *SEEN_GENERATORS])
+    test_sets = {
+        "seen": real_test | ((split == "test") & np.isin(generator, SEEN_GENERATORS)),
+        "unseen": real_test | np.isin(generator, UNSEEN_GENERATORS),
+    }
+    auc = statistics_baseline(
+        features[train], labels[train], {name: (features[m], labels[m]) for name, m in test_sets.items()}
+    )
     assert auc["seen"] < 0.99
+    assert auc["seen"] - auc["unseen"] > 0.05, auc
 
 
 def test_cli_writes_a_benchmark_and_reports_bad_input(

@@ -149,7 +149,8 @@ def summary_command(
     console.print(
         f"[bold]{manifest}[/bold]: {summary['rows']} rows, {summary['real']} real, {summary['fake']} fake, "
         f"{summary['videos']} videos"
-        + (f", {summary['video_files']} video files" if summary["video_files"] else "")
+        + (f", {summary['video_files']} video files" if summary["video_files"] else ""),
+        soft_wrap=True,  # one line however long the path: easy to grep
     )
     for key, title in (
         ("split", "split"),

@@ -25,6 +25,11 @@ def preprocess_command(
     root: Path = typer.Option(
         None, "--root", help="Folder that relative manifest paths resolve against (default: the manifest's)."
     ),
+    drop_invalid: bool = typer.Option(
+        False,
+        "--drop-invalid",
+        help="Skip --manifest rows with problems (bad path, label, split) instead of refusing.",
+    ),
     detector: str = typer.Option(
         "mtcnn", "--detector", help="Face detector: mtcnn, haar or none (centre crop)."
     ),
@@ -90,10 +95,14 @@ def preprocess_command(
     all_inputs = [*(paths or []), *(inputs or [])]
     if manifest is None and not all_inputs:
         raise ConfigError("mfclip preprocess: give input files or folders, or --manifest")
-    result = preprocess(all_inputs, out, config, manifest=manifest, root=root)
+    result = preprocess(all_inputs, out, config, manifest=manifest, root=root, drop_invalid=drop_invalid)
+    if result.dropped_rows:
+        typer.echo(f"dropped {result.dropped_rows} rows of {manifest} with problems (--drop-invalid)")
+    folders = f"; {result.folders} folders skipped (empty or unreadable)" if result.folders else ""
     typer.echo(
-        f"{result.sources} input files: {result.processed} processed, {result.resumed} already done, "
-        f"{result.skipped} without a face ({result.failed} failed); {result.written} crops written"
+        f"{result.sources} input files: {result.processed} processed, {result.resumed} already done; "
+        f"{result.no_face} with no face, {result.unreadable} unreadable, {result.failed} failed{folders}; "
+        f"{result.written} crops written"
     )
     typer.echo(f"manifest: {result.manifest_path} ({result.faces} rows)")
     if result.skipped:

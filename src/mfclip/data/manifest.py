@@ -15,11 +15,14 @@ attached to every row through filtering, so predictions can always be traced bac
 from __future__ import annotations
 
 import contextlib
+import csv
+import gzip
 import hashlib
 import logging
 import os
 import posixpath
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +68,28 @@ def _manifest_format(path: Path) -> Literal["csv", "parquet"]:
     raise ManifestError(f"{path}: unknown manifest format; use one of {', '.join(MANIFEST_SUFFIXES)}")
 
 
+def check_manifest_destination(path: str | Path) -> Path:
+    """Refuse a manifest output path that cannot be written, before any work is done.
+
+    The suffix must name a manifest format, the path must not be a folder, and its folder must exist or be
+    creatable (the nearest existing ancestor is a writable folder).
+    """
+    path = Path(path)
+    _manifest_format(path)
+    if path.is_dir():
+        raise ManifestError(
+            f"{path}: output manifest path is a folder; give a file name such as {path / 'manifest.csv'}"
+        )
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ManifestError(f"{path}: cannot create the output folder, {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ManifestError(f"{path}: cannot write the output, folder {ancestor} is not writable")
+    return path
+
+
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet manifest (format by suffix) without validating its rows.
 
@@ -78,7 +103,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: manifest not found")
     try:
         if fmt == "csv":
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+            df = _read_csv(path)
+            header_fields, ragged = _ragged_rows(path)
         else:
             df = pd.read_parquet(path)
     except pd.errors.EmptyDataError:
@@ -88,7 +114,41 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: not a readable {kind} manifest ({exc})") from None
     df = _normalise_columns(df)
     df.attrs["source"] = str(path)
+    if fmt == "csv" and ragged:
+        df.attrs["ragged_rows"] = ragged
+        df.attrs["header_fields"] = header_fields
     return df
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """All cells as text; a row with more fields than the header is cut to the header's width (and kept
+    in place, so row numbers stay true), since validation reports it (see :func:`_ragged_rows`)."""
+    options: dict[str, Any] = {"dtype": str, "keep_default_na": False, "na_filter": False, "index_col": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(path, **options)
+        except pd.errors.ParserError:
+            # The fast parser refuses long rows; this one passes them to the callable, which keeps them.
+            return pd.read_csv(path, engine="python", on_bad_lines=lambda fields: fields, **options)
+
+
+def _ragged_rows(path: Path) -> tuple[int, dict[int, int]]:
+    """The header's field count and {row: field count} of the CSV rows (0-based, blank lines skipped)
+    whose field count differs from it."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        ragged: dict[int, int] = {}
+        row = 0
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                ragged[row] = len(fields)
+            row += 1
+    return len(header), ragged
 
 
 def _normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -311,6 +371,13 @@ def validate_manifest(
         add(ManifestProblem(None, None, "manifest has no rows"))
         return report
 
+    ragged: dict[int, int] = df.attrs.get("ragged_rows") or {}
+    header_fields = df.attrs.get("header_fields")
+    for row in rows:
+        fields = ragged.get(int(row))
+        if fields is not None:
+            add(ManifestProblem(int(row), None, f"{fields} fields, but the header has {header_fields}"))
+
     path_ok = np.zeros(len(df), dtype=bool)
     if "path" in df.columns:
         paths = [_as_text(p) for p in df["path"].tolist()]
@@ -465,8 +532,8 @@ def load_manifest(
         hint = (
             ""
             if report.table_errors
-            else f"\nrun `mfclip manifest validate {path} --root {root_path}` for the full list, "
-            "or load with drop_invalid=True to skip the bad rows"
+            else f"\nrun `mfclip manifest validate {path} --root {root_path}` for the full list; to skip "
+            "the bad rows, load with drop_invalid=True (Python) or pass data.drop_invalid=true (mfclip train)"
         )
         raise ManifestError(f"invalid manifest\n{report.format(max_listed)}{hint}")
     dropped = report.bad_rows

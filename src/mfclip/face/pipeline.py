@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from mfclip.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, load_image
+from mfclip.data.paths import display_path, has_valid_name
 from mfclip.data.video import VIDEO_EXTENSIONS, VideoDecodeError, is_video_path, sample_frames
 from mfclip.face.alignment import align_face, crop_face
 from mfclip.face.detectors import FaceBox, FaceDetector, get_detector
@@ -154,16 +156,21 @@ def normalize_label(value: Any, where: str) -> str:
     raise PreprocessError(f"{where}: label {value!r} is not one of 0, 1, real, fake")
 
 
+SourceKind = Literal["image", "video", "folder"]
+
+
 @dataclass(frozen=True)
 class Source:
     """One input: an image or video file, or a folder (recorded so that empty folders are reported)."""
 
     path: Path  # absolute, resolved
     display: str  # as the user wrote it (input path or manifest cell); the manifest's ``source``
-    kind: Literal["image", "video", "folder"]
+    kind: SourceKind
     labels: dict[str, str] = field(default_factory=dict)
     #: For folders: how many images and videos were found under it.
     files_found: int = 0
+    #: Why the source cannot be used at all (e.g. a file name that is not valid UTF-8); empty when usable.
+    problem: str = ""
 
     @property
     def key(self) -> str:
@@ -181,14 +188,18 @@ class PreprocessResult:
     processed: int  # decoded and searched for faces in this run
     resumed: int  # reused from an earlier run
     written: int  # crop files written in this run
-    skipped: int  # sources (and empty folders) that gave no crop, including failures
-    failed: int  # sources that hit an unexpected error (retried by the next run)
+    skipped: int  # sources and folders that gave no crop: the sum of the four counts below
+    no_face: int  # files in which no face was found
+    unreadable: int  # files that are missing, do not decode or cannot be named
+    failed: int  # files that hit an unexpected error (retried by the next run)
+    folders: int  # folders skipped: empty (no images or videos) or impossible to list
     faces: int  # rows in the manifest
+    dropped_rows: int = 0  # rows of the input manifest dropped for their problems (``drop_invalid``)
 
 
 def source_key(path: Path) -> str:
     """A stable 64-bit hex id of a source, from its absolute path."""
-    return hashlib.sha1(path.as_posix().encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha1(os.fsencode(path.as_posix())).hexdigest()[:16]
 
 
 def _safe_stem(display: str) -> str:
@@ -214,7 +225,8 @@ def sources_from_paths(
 
     Besides the files, every folder becomes a ``folder`` source whose ``files_found`` counts the images
     and videos below it, so that folders without any are reported; a folder inside an empty folder is
-    left out (its parent already reports it).
+    left out (its parent already reports it). Folders that cannot be listed and names that are not valid
+    UTF-8 become sources with a ``problem``, reported as skipped.
     """
     labels = {column: "" for column in LABEL_COLUMNS} | (labels or {})
     excluded = exclude.resolve() if exclude is not None else None
@@ -226,7 +238,7 @@ def sources_from_paths(
         if not given.is_dir():
             sources.append(Source(given.resolve(), str(raw), _kind_of(given), dict(labels)))
             continue
-        folders, files = _walk(given, excluded)
+        folders, files, unusable = _walk(given, excluded)
         counts = dict.fromkeys(folders, 0)
         for relative in files:
             for parent in relative.parents:
@@ -244,6 +256,10 @@ def sources_from_paths(
         for relative in files:
             file = given / relative
             sources.append(Source(file.resolve(), str(file), _kind_of(file), dict(labels)))
+        for relative, kind, reason in unusable:
+            entry = given / relative
+            display = str(raw) if relative == Path(".") else display_path(entry)
+            sources.append(Source(entry.resolve(), display, kind, dict(labels), problem=reason))
     return _unique(sources)
 
 
@@ -251,25 +267,43 @@ def _kind_of(path: Path) -> Literal["image", "video"]:
     return "video" if is_video_path(path) else "image"
 
 
-def _walk(folder: Path, excluded: Path | None) -> tuple[list[Path], list[Path]]:
-    """Sub-folders (``.`` first) and image / video files below ``folder``, relative to it, sorted."""
+def _walk(
+    folder: Path, excluded: Path | None
+) -> tuple[list[Path], list[Path], list[tuple[Path, SourceKind, str]]]:
+    """Sub-folders (``.`` first) and image / video files below ``folder``, relative to it, sorted; and
+    the entries that cannot be used: (relative path, kind, reason)."""
     wanted = (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS)
     folders: list[Path] = []
     files: list[Path] = []
-    for root, dirs, names in os.walk(folder):
+    unusable: list[tuple[Path, SourceKind, str]] = []
+
+    def unlistable(error: OSError) -> None:
+        where = Path(error.filename).relative_to(folder) if error.filename else Path(".")
+        unusable.append((where, "folder", f"cannot list folder ({error.strerror or error})"))
+
+    for root, dirs, names in os.walk(folder, onerror=unlistable):
         here = Path(root)
         folders.append(here.relative_to(folder))
-        dirs[:] = sorted(
-            name
-            for name in dirs
-            if not name.startswith(".") and (excluded is None or (here / name).resolve() != excluded)
-        )
-        files.extend(
-            (here / name).relative_to(folder)
-            for name in sorted(names)
-            if not name.startswith(".") and name.lower().endswith(wanted)
-        )
-    return folders, files
+        kept = []
+        for name in sorted(dirs):
+            if name.startswith(".") or (excluded is not None and (here / name).resolve() == excluded):
+                continue
+            if has_valid_name(name):
+                kept.append(name)
+            else:
+                unusable.append(
+                    ((here / name).relative_to(folder), "folder", "folder name is not valid UTF-8")
+                )
+        dirs[:] = kept
+        for name in sorted(names):
+            if name.startswith(".") or not name.lower().endswith(wanted):
+                continue
+            relative = (here / name).relative_to(folder)
+            if has_valid_name(name):
+                files.append(relative)
+            else:
+                unusable.append((relative, _kind_of(relative), "file name is not valid UTF-8"))
+    return folders, files, unusable
 
 
 def _unique(sources: list[Source]) -> list[Source]:
@@ -284,37 +318,83 @@ def _unique(sources: list[Source]) -> list[Source]:
 
 
 def sources_from_manifest(
-    manifest: str | Path, root: str | Path | None = None, labels: dict[str, str] | None = None
-) -> list[Source]:
-    """One source per manifest row (CSV or Parquet, needs a ``path`` column), keeping its other columns.
+    manifest: str | Path,
+    root: str | Path | None = None,
+    labels: dict[str, str] | None = None,
+    drop_invalid: bool = False,
+) -> tuple[list[Source], int]:
+    """One source per manifest row (CSV or Parquet, needs a ``path`` column), keeping its other columns;
+    and how many rows were dropped.
 
-    Relative paths resolve against ``root`` (default: the manifest's folder); ``labels`` fill empty cells.
+    Rows are checked as :func:`mfclip.data.manifest.validate_manifest` checks a manifest (without looking
+    for the files): a path that is empty, absolute, escapes the root or repeats, a label other than 0, 1,
+    real or fake, a split other than train, val or test. Empty label and split cells are allowed (unknown).
+    Any problem refuses the manifest, listing every one with its row and column, unless ``drop_invalid``
+    drops those rows. Paths resolve against ``root`` (default: the manifest's folder); ``labels`` fill
+    empty cells.
     """
-    from mfclip.data.manifest import read_manifest
+    from mfclip.data.manifest import SPLITS, read_manifest
 
     manifest = Path(manifest)
     table = read_manifest(manifest)
     if "path" not in table.columns:
         raise PreprocessError(f"{manifest}: no 'path' column (columns: {list(table.columns)})")
+    for column, value in (labels or {}).items():
+        if column not in table.columns:
+            table[column] = value
+        else:
+            table[column] = table[column].map(lambda cell, value=value: cell if str(cell).strip() else value)
+    for column in LABEL_COLUMNS:
+        if column not in table.columns:
+            table[column] = ""
+        table[column] = table[column].map(str)
+    table["label"] = table["label"].map(_label_or_unchanged)
+    bad_rows = _checked_rows(table, manifest, drop_invalid, SPLITS)
+
     base = Path(root) if root is not None else manifest.parent
-    fill = labels or {}
     own = {"path", *FACE_COLUMNS}
     extras = [c for c in table.columns if c not in own and c not in LABEL_COLUMNS]
     sources = []
-    for number, row in enumerate(table.to_dict("records")):  # 0-based, as manifest validation names rows
-        where = f"{manifest}: row {number}"
+    for number, row in zip(table.index, table.to_dict("records"), strict=True):
+        if number in bad_rows:
+            continue
         cell = str(row["path"]).strip()
-        if not cell:
-            raise PreprocessError(f"{where}: empty path")
-        row_labels = {column: str(row.get(column, "")) for column in LABEL_COLUMNS}
-        for column, value in fill.items():
-            if not row_labels.get(column):
-                row_labels[column] = value
-        row_labels["label"] = normalize_label(row_labels["label"], f"{where}, column 'label'")
-        row_labels.update({column: str(row[column]) for column in extras})
-        file = Path(cell) if Path(cell).is_absolute() else base / cell
+        row_labels = {column: str(row[column]) for column in (*LABEL_COLUMNS, *extras)}
+        file = base / cell
         sources.append(Source(file.resolve(), cell, _kind_of(file), row_labels))
-    return _unique(sources)
+    return _unique(sources), len(bad_rows)
+
+
+def _label_or_unchanged(value: str) -> str:
+    """``0``/``1`` for a label :func:`normalize_label` accepts; anything else as it is, for validation."""
+    try:
+        return normalize_label(value, "")
+    except PreprocessError:
+        return value
+
+
+def _checked_rows(table: Any, manifest: Path, drop_invalid: bool, splits: Sequence[str]) -> set[int]:
+    """Rows of an input manifest with errors; raises listing them all unless ``drop_invalid``."""
+    from mfclip.data.manifest import validate_manifest
+
+    # Unknown (empty) label and split cells are allowed here: the check sees valid stand-ins for them.
+    checked = table[["path", "label", "split"]].copy()
+    checked["label"] = checked["label"].where(checked["label"] != "", "0")
+    checked["split"] = checked["split"].where(checked["split"] != "", splits[0])
+    checked.attrs = dict(table.attrs)
+    report = validate_manifest(checked, check_files=False, prompt_set=None, source=str(manifest))
+    if report.ok:
+        return set()
+    if report.table_errors or not drop_invalid:
+        listed = "\n".join(f"  {problem}" for problem in report.errors)
+        hint = "" if report.table_errors else "\nfix these rows, or pass --drop-invalid to skip them"
+        raise PreprocessError(
+            f"{manifest}: invalid input manifest, {len(report.errors)} problem(s) in "
+            f"{len(report.bad_rows)} row(s):\n{listed}{hint}"
+        )
+    if len(report.bad_rows) == len(table):
+        raise PreprocessError(f"{manifest}: every row has a problem; nothing left after dropping them")
+    return set(report.bad_rows)
 
 
 # --------------------------------------------------------------------------------------------- log
@@ -433,6 +513,8 @@ def process_source(
     long job.
     """
     record = _new_record(source)
+    if source.problem:
+        return _skip(record, source.problem), 0
     if record["stat"] is None:
         return _skip(record, "file not found"), 0
     try:
@@ -494,7 +576,9 @@ def _reusable(record: dict[str, Any] | None, source: Source, out_dir: Path) -> b
 def _folder_record(source: Source) -> dict[str, Any]:
     record = _new_record(source)
     record["stat"] = None
-    if source.files_found == 0:
+    if source.problem:
+        _skip(record, source.problem)
+    elif source.files_found == 0:
         _skip(record, "folder holds no images or videos")
     return record
 
@@ -618,9 +702,12 @@ def preprocess(
     *,
     manifest: str | Path | None = None,
     root: str | Path | None = None,
+    drop_invalid: bool = False,
 ) -> PreprocessResult:
     """Detect and crop faces in ``inputs`` (image / video files and folders, searched recursively) or in
     the rows of ``manifest``; write the crops, ``manifest.csv`` and ``skipped.csv`` under ``out_dir``.
+
+    A manifest with invalid rows is refused, listing them, unless ``drop_invalid`` skips those rows.
 
     Resumable: rerunning the same command reuses finished sources and writes nothing new.
     """
@@ -632,15 +719,17 @@ def preprocess(
         raise PreprocessError("nothing to preprocess: give input files or folders, or a manifest")
     if manifest is not None and inputs:
         raise PreprocessError("give either input paths or a manifest, not both")
+    dropped_rows = 0
     if manifest is not None:
-        sources = sources_from_manifest(manifest, root, config.labels)
+        sources, dropped_rows = sources_from_manifest(manifest, root, config.labels, drop_invalid)
     else:
         sources = sources_from_paths(inputs, config.labels, exclude=out_dir)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_dir):
         _check_settings(out_dir, config)
-        return _preprocess_locked(sources, out_dir, config)
+        result = _preprocess_locked(sources, out_dir, config)
+    return dataclasses.replace(result, dropped_rows=dropped_rows)
 
 
 @contextlib.contextmanager
@@ -689,7 +778,14 @@ def _lock_holder(lock: Path) -> int | None:
 def _preprocess_locked(sources: list[Source], out_dir: Path, config: PreprocessConfig) -> PreprocessResult:
     log = ProgressLog(out_dir / LOG_FILE)
     files = [s for s in sources if s.kind != "folder"]
-    counts = {"processed": 0, "resumed": 0, "written": 0, "skipped": 0, "failed": 0}
+    counts = dict.fromkeys(("processed", "resumed", "written", "skipped", *_SKIP_OUTCOMES), 0)
+
+    def count_skip(record: dict[str, Any]) -> None:
+        outcome = _skip_outcome(record)
+        if outcome is not None:
+            counts["skipped"] += 1
+            counts[outcome] += 1
+
     todo: list[Source] = []
     try:
         for source in sources:
@@ -701,11 +797,11 @@ def _preprocess_locked(sources: list[Source], out_dir: Path, config: PreprocessC
                     previous is not None and _differs(previous, record, ("status", "reason", "source"))
                 ):
                     log.append(record)
-                counts["skipped"] += record["status"] != "ok"
+                count_skip(record)
             elif _reusable(previous, source, out_dir):
                 assert previous is not None
                 counts["resumed"] += 1
-                counts["skipped"] += previous["status"] != "ok"
+                count_skip(previous)
                 if previous.get("labels") != source.labels or previous.get("source") != source.display:
                     log.append({**previous, "labels": source.labels, "source": source.display})
             else:
@@ -718,8 +814,7 @@ def _preprocess_locked(sources: list[Source], out_dir: Path, config: PreprocessC
                 log.append(record)
                 counts["processed"] += 1
                 counts["written"] += written
-                counts["skipped"] += record["status"] != "ok"
-                counts["failed"] += record["status"] == "failed"
+                count_skip(record)
                 bar.update(1)
                 bar.set_postfix(skipped=counts["skipped"], refresh=False)
     finally:
@@ -735,6 +830,20 @@ def _preprocess_locked(sources: list[Source], out_dir: Path, config: PreprocessC
         faces=faces,
         **counts,
     )
+
+
+_SKIP_OUTCOMES = ("no_face", "unreadable", "failed", "folders")
+
+
+def _skip_outcome(record: dict[str, Any]) -> str | None:
+    """Which of :data:`_SKIP_OUTCOMES` a log record counts as; None when it gave crops."""
+    if record.get("status") == "ok":
+        return None
+    if record.get("kind") == "folder":
+        return "folders"
+    if record.get("status") == "failed":
+        return "failed"
+    return "no_face" if str(record.get("reason", "")).startswith("no face") else "unreadable"
 
 
 def _differs(a: dict[str, Any], b: dict[str, Any], keys: Sequence[str]) -> bool:

@@ -27,8 +27,10 @@ from mfclip.data.manifest import (
     SPLITS,
     ManifestError,
     assign_splits,
+    check_manifest_destination,
     write_manifest,
 )
+from mfclip.data.paths import display_path, has_valid_name
 from mfclip.data.video import VIDEO_EXTENSIONS
 from mfclip.utils.config import closest
 from mfclip.utils.io import atomic_write
@@ -103,6 +105,7 @@ class RowBuilder:
     def __init__(self, dataset: str, root: Path) -> None:
         self.result = ImportResult(dataset=dataset, root=root)
         self._warned: set[str] = set()
+        self._skipped_paths: set[SkippedFile] = set()
 
     def add(
         self,
@@ -131,6 +134,32 @@ class RowBuilder:
 
     def skip(self, path: str, reason: str) -> None:
         self.result.skipped.append(SkippedFile(path, reason))
+
+    def skip_path(self, path: Path, reason: str) -> None:
+        """Record a file or folder found on disk (folders get a trailing ``/``), once per reason."""
+        text = display_path(relative(path, self.result.root))
+        if path.is_dir() and not path.is_symlink():
+            text = text.rstrip("/") + "/"
+        item = SkippedFile(text, reason)
+        if item not in self._skipped_paths:
+            self._skipped_paths.add(item)
+            self.result.skipped.append(item)
+
+    def walk_files(self, directory: Path, progress: Progress | None = None) -> Iterator[Path]:
+        """:func:`walk_files` recording what cannot be used as skipped, staying inside the root."""
+        return walk_files(directory, progress, self.skip_path)
+
+    def child_dirs(self, directory: Path) -> list[Path]:
+        """:func:`child_dirs` recording what cannot be used as skipped, staying inside the root."""
+        return child_dirs(directory, self.skip_path)
+
+    def child_files(self, directory: Path) -> list[Path]:
+        """:func:`child_files` recording what cannot be used as skipped, staying inside the root."""
+        return child_files(directory, self.skip_path)
+
+    def find_child(self, directory: Path, name: str) -> Path | None:
+        """:func:`find_child` recording what cannot be used as skipped, staying inside the root."""
+        return find_child(directory, name, self.skip_path)
 
     def warn(self, message: str) -> None:
         if message not in self._warned:
@@ -202,26 +231,48 @@ def split_from_name(name: str) -> str | None:
     return SPLIT_NAMES.get(name.lower())
 
 
-def child_dirs(directory: Path) -> list[Path]:
+#: Called with a file or folder the scan cannot use and the reason.
+SkipHandler = Callable[[Path, str], None]
+
+
+def _list_folder(directory: Path, on_skip: SkipHandler | None) -> list[tuple[Path, bool]]:
+    """Usable (path, is_dir) entries of ``directory`` sorted by name; the others go to ``on_skip``."""
     try:
-        return sorted((p for p in directory.iterdir() if p.is_dir()), key=lambda p: p.name)
-    except OSError:
+        with os.scandir(directory) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+    except OSError as exc:
+        if on_skip is not None:
+            on_skip(directory, f"cannot list folder ({exc.strerror or exc})")
         return []
+    listed = []
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if has_valid_name(entry.name):
+            listed.append((Path(entry.path), is_dir))
+        elif on_skip is not None:
+            on_skip(Path(entry.path), f"{'folder' if is_dir else 'file'} name is not valid UTF-8")
+    return listed
 
 
-def child_files(directory: Path) -> list[Path]:
-    try:
-        return sorted((p for p in directory.iterdir() if not p.is_dir()), key=lambda p: p.name)
-    except OSError:
-        return []
+def child_dirs(directory: Path, on_skip: SkipHandler | None = None) -> list[Path]:
+    """Sub-folders of ``directory`` by name; with ``on_skip``, unlistable or unusable entries are reported."""
+    return [path for path, is_dir in _list_folder(directory, on_skip) if is_dir]
 
 
-def find_child(directory: Path, name: str) -> Path | None:
+def child_files(directory: Path, on_skip: SkipHandler | None = None) -> list[Path]:
+    """Files (everything but folders) of ``directory`` by name; reports as :func:`child_dirs` does."""
+    return [path for path, is_dir in _list_folder(directory, on_skip) if not is_dir]
+
+
+def find_child(directory: Path, name: str, on_skip: SkipHandler | None = None) -> Path | None:
     """The child folder whose name equals ``name`` ignoring case, or None."""
     exact = directory / name
     if exact.is_dir():
         return exact
-    for child in child_dirs(directory):
+    for child in child_dirs(directory, on_skip):
         if child.name.lower() == name.lower():
             return child
     return None
@@ -246,36 +297,39 @@ class Progress:
             self._bar.close()
 
 
-def walk_files(directory: Path, progress: Progress | None = None) -> Iterator[Path]:
-    """Every file below ``directory`` in sorted order; follows symbolic links without looping."""
+def walk_files(
+    directory: Path,
+    progress: Progress | None = None,
+    on_skip: SkipHandler | None = None,
+) -> Iterator[Path]:
+    """Every file below ``directory`` in sorted order; follows symbolic links without looping.
+
+    Folders that cannot be listed and entries whose names are not valid UTF-8 are passed to ``on_skip``
+    with the reason instead. Links may lead outside the dataset folder (datasets often live on other
+    disks); manifest paths stay relative to the root either way.
+    """
     seen: set[tuple[int, int]] = set()
     stack = [directory]
     while stack:
         current = stack.pop()
         try:
             info = current.stat()
-        except OSError:
+        except OSError as exc:
+            if on_skip is not None:
+                on_skip(current, f"cannot read folder ({exc.strerror or exc})")
             continue
         key = (info.st_dev, info.st_ino)
         if key in seen:
             continue
         seen.add(key)
-        try:
-            entries = sorted(os.scandir(current), key=lambda e: e.name)
-        except OSError:
-            continue
         subdirs = []
-        for entry in entries:
-            try:
-                is_dir = entry.is_dir()
-            except OSError:
-                is_dir = False
+        for path, is_dir in _list_folder(current, on_skip):
             if is_dir:
-                subdirs.append(Path(entry.path))
+                subdirs.append(path)
             else:
                 if progress is not None:
                     progress.update()
-                yield Path(entry.path)
+                yield path
         stack.extend(reversed(subdirs))
 
 
@@ -498,10 +552,15 @@ def write_skipped(path: str | Path, skipped: Sequence[SkippedFile]) -> Path:
 def run_import(name: str, root: str | Path, out: str | Path, **kwargs: Any) -> ImportResult:
     """:func:`import_dataset`, then write the manifest to ``out`` and the skipped files beside it.
 
-    The skipped-file log is written even when the import fails because nothing was found.
+    ``out`` is checked (format suffix, not a folder, its folder creatable) before the scan starts. The
+    skipped-file log is written even when the import fails because nothing was found.
     """
-    out = Path(out)
+    out = check_manifest_destination(out)
     log = skipped_log_path(out)
+    if log.is_dir():
+        raise ImporterError(
+            f"{log}: the skipped-file log path is a folder; remove it or choose another --out"
+        )
     try:
         result = import_dataset(name, root, **kwargs)
     except ImporterError as exc:

@@ -21,13 +21,9 @@ from mfclip.data.importers.base import (
     ImportResult,
     Progress,
     RowBuilder,
-    child_dirs,
-    child_files,
     file_kind,
-    find_child,
     register_importer,
     relative,
-    walk_files,
 )
 from mfclip.data.importers.ffpp import FRAME_FOLDERS, Media, check_media
 
@@ -45,24 +41,26 @@ def scan_video_folder(
     **row: object,
 ) -> None:
     """Rows for a folder of videos (``*.mp4``) and/or frame folders (``frames/<video>/`` or ``<video>/``)."""
-    frame_root = next((f for f in (find_child(folder, n) for n in FRAME_FOLDERS) if f is not None), None)
-    frame_dirs = child_dirs(frame_root) if frame_root is not None else []
-    frame_dirs += [d for d in child_dirs(folder) if d != frame_root]
-    videos = [p for p in child_files(folder) if file_kind(p.name) == "video"]
+    frame_root = next(
+        (f for f in (builder.find_child(folder, n) for n in FRAME_FOLDERS) if f is not None), None
+    )
+    frame_dirs = builder.child_dirs(frame_root) if frame_root is not None else []
+    frame_dirs += [d for d in builder.child_dirs(folder) if d != frame_root]
+    videos = [p for p in builder.child_files(folder) if file_kind(p.name) == "video"]
     use_frames = media == "frames" or (media == "auto" and bool(frame_dirs))
-    for path in child_files(folder):
+    for path in builder.child_files(folder):
         if file_kind(path.name) != "video":
             builder.skip(relative(path, root), "not a video file")
     if use_frames:
         if videos:
             builder.skip(relative(folder, root) + "/*.mp4", f"{len(videos)} videos not imported: frames are")
         if frame_root is not None:
-            for path in child_files(frame_root):
+            for path in builder.child_files(frame_root):
                 builder.skip(
                     relative(path, root), "file directly under frames/ (expected frames/<video>/...)"
                 )
         for video_dir in frame_dirs:
-            for path in walk_files(video_dir, counter):
+            for path in builder.walk_files(video_dir, counter):
                 rel = relative(path, root)
                 if file_kind(path.name) != "image":
                     builder.skip(rel, "not an image file")
@@ -111,17 +109,17 @@ def import_celebdf(
 ) -> ImportResult:
     check_media(media)
     builder = RowBuilder(dataset_name or "celebdf", root)
-    folders = [(d, FOLDERS[d.name.lower()]) for d in child_dirs(root) if d.name.lower() in FOLDERS]
+    folders = [(d, FOLDERS[d.name.lower()]) for d in builder.child_dirs(root) if d.name.lower() in FOLDERS]
     if not folders:
         raise ImporterError(f"no Celeb-real/, YouTube-real/ or Celeb-synthesis/ folder under {root}")
-    for child in child_dirs(root):
+    for child in builder.child_dirs(root):
         if child.name.lower() not in FOLDERS:
             builder.skip(
                 relative(child, root) + "/",
                 "unknown folder (expected Celeb-real, YouTube-real, Celeb-synthesis)",
             )
-    test_list = next((p for p in child_files(root) if p.name.lower() == TEST_LIST.lower()), None)
-    for path in child_files(root):
+    test_list = next((p for p in builder.child_files(root) if p.name.lower() == TEST_LIST.lower()), None)
+    for path in builder.child_files(root):
         if path != test_list:
             builder.skip(relative(path, root), "unexpected file at the dataset root")
     test = read_test_list(test_list, builder) if test_list is not None else {}

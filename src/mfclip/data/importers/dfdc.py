@@ -28,13 +28,10 @@ from mfclip.data.importers.base import (
     ImportResult,
     Progress,
     RowBuilder,
-    child_files,
     file_kind,
-    find_child,
     register_importer,
     relative,
     split_from_name,
-    walk_files,
 )
 from mfclip.data.importers.ffpp import FRAME_FOLDERS, Media, check_media
 
@@ -108,7 +105,7 @@ def import_dfdc(
     indexed: dict[Path, list[Path]] = {}
     other_files: list[Path] = []
     try:
-        for path in walk_files(root, counter):
+        for path in builder.walk_files(root, counter):
             if path.name.lower() in INDEX_FILES:
                 indexed.setdefault(path.parent, []).append(path)
             else:
@@ -137,7 +134,9 @@ def import_dfdc(
             builder.skip(relative(path, root), "not a listed video")
     if media == "videos":
         for folder in indexed:
-            frames = next((f for f in (find_child(folder, n) for n in FRAME_FOLDERS) if f is not None), None)
+            frames = next(
+                (f for f in (builder.find_child(folder, n) for n in FRAME_FOLDERS) if f is not None), None
+            )
             if frames is not None:
                 builder.skip(relative(frames, root) + "/", "frames not imported (media=videos)")
     return builder.result
@@ -147,8 +146,10 @@ def _import_index(
     index: Path, folder: Path, root: Path, builder: RowBuilder, media: Media, used: set[Path]
 ) -> None:
     folder_split = _folder_split(relative(folder, root).split("/"))
-    frames_root = next((f for f in (find_child(folder, n) for n in FRAME_FOLDERS) if f is not None), None)
-    videos_dir = find_child(folder, "videos")
+    frames_root = next(
+        (f for f in (builder.find_child(folder, n) for n in FRAME_FOLDERS) if f is not None), None
+    )
+    videos_dir = builder.find_child(folder, "videos")
     used.add(index)
     for name, raw_label, split_text in _read_index(index):
         name = name.replace("\\", "/").strip()
@@ -175,7 +176,7 @@ def _import_index(
             "video_id": relative(folder / stem, root),
         }
         if (media == "frames" or (media == "auto" and has_frames)) and frame_dir is not None and has_frames:
-            for path in walk_files(frame_dir):
+            for path in builder.walk_files(frame_dir):
                 used.add(path)
                 rel = relative(path, root)
                 if file_kind(path.name) != "image":
@@ -188,6 +189,6 @@ def _import_index(
             builder.add(relative(video, root), **row)
         else:
             builder.skip(where, f"listed in {index.name} but not found")
-    for path in child_files(folder):
+    for path in builder.child_files(folder):
         if path.name.lower() in INDEX_FILES:
             used.add(path)

@@ -18,13 +18,10 @@ from mfclip.data.importers.base import (
     ImportResult,
     Progress,
     RowBuilder,
-    child_dirs,
-    child_files,
     file_kind,
     register_importer,
     relative,
     split_from_name,
-    walk_files,
 )
 
 SUBSET_FORGERY_TYPES = {
@@ -48,14 +45,14 @@ def import_diff(
 ) -> ImportResult:
     builder = RowBuilder(dataset_name or "diff", root)
     counter = Progress(progress, "scanning DiFF")
-    split_dirs = [d for d in child_dirs(root) if split_from_name(d.name)]
+    split_dirs = [d for d in builder.child_dirs(root) if split_from_name(d.name)]
     try:
         if split_dirs:
-            for path in child_files(root):
+            for path in builder.child_files(root):
                 builder.skip(
                     relative(path, root), "unexpected file at the dataset root (expected split folders)"
                 )
-            for directory in child_dirs(root):
+            for directory in builder.child_dirs(root):
                 split = split_from_name(directory.name)
                 if split is None:
                     builder.skip(
@@ -71,12 +68,12 @@ def import_diff(
 
 
 def _scan_split(directory: Path, split: str, root: Path, builder: RowBuilder, counter: Progress) -> None:
-    for path in child_files(directory):
+    for path in builder.child_files(directory):
         builder.skip(relative(path, root), f"unexpected file (expected folders {EXPECTED})")
-    for child in child_dirs(directory):
+    for child in builder.child_dirs(directory):
         name = child.name.lower()
         if name == "real":
-            for path in walk_files(child, counter):
+            for path in builder.walk_files(child, counter):
                 _add_file(builder, path, root, label=0, split=split)
         elif name in SUBSET_FORGERY_TYPES:
             _scan_subset(child, name, split, root, builder, counter)
@@ -88,11 +85,11 @@ def _scan_subset(
     directory: Path, subset: str, split: str, root: Path, builder: RowBuilder, counter: Progress
 ) -> None:
     known = {g.lower(): g for g in SUBSET_GENERATORS[subset]}
-    for path in child_files(directory):
+    for path in builder.child_files(directory):
         builder.skip(
             relative(path, root), f"file directly under {subset}/ (expected {subset}/<generator>/...)"
         )
-    for child in child_dirs(directory):
+    for child in builder.child_dirs(directory):
         generator = known.get(child.name.lower())
         if generator is None:
             generator = child.name
@@ -100,7 +97,7 @@ def _scan_subset(
                 f"unknown DiFF generator folder {relative(child, root)}/ (known in {subset}: "
                 f"{', '.join(SUBSET_GENERATORS[subset])}); kept with generator {generator!r}"
             )
-        for path in walk_files(child, counter):
+        for path in builder.walk_files(child, counter):
             _add_file(
                 builder,
                 path,

@@ -28,15 +28,12 @@ from mfclip.data.importers.base import (
     Progress,
     RowBuilder,
     canonical_generator,
-    child_dirs,
-    child_files,
     file_kind,
     generator_labels,
     load_prompts,
     register_importer,
     relative,
     split_from_name,
-    walk_files,
 )
 
 REAL_FOLDERS = {
@@ -97,20 +94,20 @@ def import_diffusionface(
 
 
 def _scan_top(directory: Path, root: Path, builder: RowBuilder, counter: Progress, prompts) -> None:
-    for path in child_files(directory):
+    for path in builder.child_files(directory):
         builder.skip(relative(path, root), "unexpected file (expected real, category or method folders)")
-    for child in child_dirs(directory):
+    for child in builder.child_dirs(directory):
         key = _key(child.name)
         if split_from_name(child.name):
             _scan_top(child, root, builder, counter, prompts)
         elif key in REAL_FOLDERS:
             _add_tree(child, root, builder, counter, label=0)
         elif key in CATEGORY_TYPES:
-            for path in child_files(child):
+            for path in builder.child_files(child):
                 builder.skip(
                     relative(path, root), f"file directly under {child.name}/ (expected <method>/...)"
                 )
-            for method_dir in child_dirs(child):
+            for method_dir in builder.child_dirs(child):
                 _add_tree(
                     method_dir,
                     root,
@@ -146,7 +143,7 @@ def _add_tree(
     directory: Path, root: Path, builder: RowBuilder, counter: Progress, label: int, **labels: str
 ) -> None:
     labels.setdefault("subset", "")
-    for path in walk_files(directory, counter):
+    for path in builder.walk_files(directory, counter):
         rel = relative(path, root)
         if file_kind(path.name) != "image":
             builder.skip(rel, "not an image file")

@@ -28,15 +28,12 @@ from mfclip.data.importers.base import (
     ImportResult,
     Progress,
     RowBuilder,
-    child_dirs,
-    child_files,
     file_kind,
     find_child,
     generator_labels,
     load_prompts,
     register_importer,
     relative,
-    walk_files,
 )
 
 Media = Literal["auto", "videos", "frames"]
@@ -63,16 +60,20 @@ def scan_media_folder(
 
     Returns the number of rows added. ``video_prefix`` + the video's id is its ``video_id``.
     """
-    videos = find_child(directory, "videos")
-    frames = next((f for f in (find_child(directory, n) for n in FRAME_FOLDERS) if f is not None), None)
-    use_frames = media == "frames" or (media == "auto" and frames is not None and any(child_dirs(frames)))
+    videos = builder.find_child(directory, "videos")
+    frames = next(
+        (f for f in (builder.find_child(directory, n) for n in FRAME_FOLDERS) if f is not None), None
+    )
+    use_frames = media == "frames" or (
+        media == "auto" and frames is not None and any(builder.child_dirs(frames))
+    )
     before = len(builder.result.rows)
-    for child in child_dirs(directory):
+    for child in builder.child_dirs(directory):
         if child not in (videos, frames):
             builder.skip(
                 relative(child, root) + "/", "folder ignored (only videos/ and frames/ hold samples)"
             )
-    for path in child_files(directory):
+    for path in builder.child_files(directory):
         builder.skip(relative(path, root), "unexpected file (expected videos/ or frames/ folders)")
     if use_frames:
         if videos is not None:
@@ -80,11 +81,11 @@ def scan_media_folder(
         if frames is None:
             builder.skip(relative(directory, root) + "/", "no frames/ folder (media=frames)")
             return 0
-        for path in child_files(frames):
+        for path in builder.child_files(frames):
             builder.skip(relative(path, root), "file directly under frames/ (expected frames/<video>/...)")
-        for video_dir in child_dirs(frames):
+        for video_dir in builder.child_dirs(frames):
             video_id = f"{video_prefix}{video_dir.name}"
-            for path in walk_files(video_dir, counter):
+            for path in builder.walk_files(video_dir, counter):
                 rel = relative(path, root)
                 if file_kind(path.name) != "image":
                     builder.skip(rel, "not an image file")
@@ -96,7 +97,7 @@ def scan_media_folder(
         if videos is None:
             builder.skip(relative(directory, root) + "/", "no videos/ folder")
             return 0
-        for path in walk_files(videos, counter):
+        for path in builder.walk_files(videos, counter):
             rel = relative(path, root)
             if file_kind(path.name) != "video":
                 builder.skip(rel, "not a video file")
@@ -141,8 +142,8 @@ def _video_number(value: str | int) -> str:
 
 
 def _comp_dirs(parent: Path, compression: str, root: Path, builder: RowBuilder) -> list[Path]:
-    found = [d for d in child_dirs(parent) if d.name in COMPRESSIONS]
-    for other in child_dirs(parent):
+    found = [d for d in builder.child_dirs(parent) if d.name in COMPRESSIONS]
+    for other in builder.child_dirs(parent):
         if other.name not in COMPRESSIONS:
             builder.skip(relative(other, root) + "/", f"not a compression folder ({', '.join(COMPRESSIONS)})")
     if compression == "all":
@@ -199,14 +200,14 @@ def import_ffpp(
     counter = Progress(progress, "scanning FaceForensics++")
     sources: list[tuple[Path, str, int]] = []  # (method folder, method name, label)
     if original is not None:
-        youtube = find_child(original, "youtube")
+        youtube = builder.find_child(original, "youtube")
         if youtube is None:
             builder.skip(
                 relative(original, root) + "/", "no youtube/ folder (the FaceForensics++ real videos)"
             )
         else:
             sources.append((youtube, "youtube", 0))
-        for child in child_dirs(original):
+        for child in builder.child_dirs(original):
             if child.name.lower() not in ("youtube", "actors"):
                 builder.skip(relative(child, root) + "/", "unknown source folder (expected youtube/)")
             elif child.name.lower() == "actors":
@@ -214,7 +215,7 @@ def import_ffpp(
                     relative(child, root) + "/", "DFD real videos: import them with `mfclip import dfd`"
                 )
     if manipulated is not None:
-        for child in child_dirs(manipulated):
+        for child in builder.child_dirs(manipulated):
             method = next((m for m in FFPP_METHODS if m.lower() == child.name.lower()), None)
             if child.name.lower() == "deepfakedetection":
                 builder.skip(relative(child, root) + "/", "DFD fakes: import them with `mfclip import dfd`")
@@ -278,8 +279,8 @@ def import_dfd(
     builder.result.split_hint = "DFD has no official split"
     counter = Progress(progress, "scanning DFD")
     sources = []
-    actors = find_child(original, "actors") if original is not None else None
-    fakes = find_child(manipulated, "DeepFakeDetection") if manipulated is not None else None
+    actors = builder.find_child(original, "actors") if original is not None else None
+    fakes = builder.find_child(manipulated, "DeepFakeDetection") if manipulated is not None else None
     if actors is not None:
         sources.append((actors, "actors", 0))
     if fakes is not None:

@@ -26,7 +26,6 @@ from mfclip.data.importers.base import (
     register_importer,
     relative,
     split_from_name,
-    walk_files,
 )
 
 REAL_NAMES = {"real", "0_real", "reals"}
@@ -42,7 +41,7 @@ def import_folder(
     counter = Progress(progress, f"scanning {root}")
     unknown: set[str] = set()
     try:
-        for path in walk_files(root, counter):
+        for path in builder.walk_files(root, counter):
             rel = relative(path, root)
             folders = rel.split("/")[:-1]
             lowered = [f.lower() for f in folders]
