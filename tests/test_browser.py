@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +31,18 @@ CHROMIUM_ARGS = [
 ]
 
 
+def require_chromium() -> None:
+    """Skip without Debian's chromium, or fail when MFCLIP_REQUIRE_BROWSER=1 says the test must run."""
+    if CHROMIUM.exists():
+        return
+    reason = (
+        f"Debian's chromium is not installed at {CHROMIUM}; install it with: sudo apt-get install chromium"
+    )
+    if os.environ.get("MFCLIP_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (MFCLIP_REQUIRE_BROWSER=1 requires the browser test to run)", pytrace=False)
+    pytest.skip(reason)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -36,7 +50,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory):
+def chromium() -> Path:
+    require_chromium()
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def server_url(chromium: Path, tmp_path_factory: pytest.TempPathFactory):
     import uvicorn
 
     torch.manual_seed(0)
@@ -61,13 +81,22 @@ def server_url(tmp_path_factory: pytest.TempPathFactory):
     thread.join(timeout=10)
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")
-def test_upload_page_shows_score_and_heat_map(server_url: str, astronaut_path: Path) -> None:
+def test_missing_browser_skips_unless_required(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.delenv("MFCLIP_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        require_chromium()
+    monkeypatch.setenv("MFCLIP_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install chromium"):
+        require_chromium()
+
+
+def test_upload_page_shows_score_and_heat_map(chromium: Path, server_url: str, astronaut_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     requested: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.on("request", lambda request: requested.append(request.url))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -179,3 +180,30 @@ def test_bfloat16_runs_and_stays_close(
     assert half.predict(astronaut_rgb).p_fake == pytest.approx(
         detector.predict(astronaut_rgb).p_fake, abs=0.05
     )
+
+
+def test_devices_are_checked_before_use(monkeypatch: pytest.MonkeyPatch, checkpoint: Path) -> None:
+    from mfclip.utils.device import DeviceError, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    automatic = resolve_device(None)
+    assert automatic == resolve_device("auto") == resolve_device("AUTO") and automatic.type in ("cpu", "mps")
+    assert resolve_device("cpu") == resolve_device(torch.device("cpu")) == torch.device("cpu")
+    for device, message in [
+        ("foo", "--device foo: not a device (auto, cpu, cuda, cuda:N, mps)"),
+        ("cuda:x", "--device cuda:x: not a device"),
+        ("meta", "--device meta: not a supported device"),
+        ("cuda", "--device cuda: no CUDA device is available (use auto or cpu)"),
+        (torch.device("cuda", 0), "--device cuda:0: no CUDA device is available"),
+    ]:
+        with pytest.raises(DeviceError, match=re.escape(message)):
+            resolve_device(device)
+    with pytest.raises(ValueError, match="no CUDA device"):
+        Detector.from_pretrained(checkpoint, device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(
+        DeviceError, match=r"--device cuda:2: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"
+    ):
+        resolve_device("cuda:2")

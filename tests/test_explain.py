@@ -101,3 +101,39 @@ def test_explain_cli(detector: Detector, astronaut_path: Path, tmp_path: Path, c
         == 2
     )
     assert "file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("panel.jpg", "JPEG"),
+        ("panel.JPEG", "JPEG"),
+        ("panel.png", "PNG"),
+        ("panel.pdf", "%PDF"),
+        ("panel.svg", "<svg"),
+    ],
+)
+def test_panel_is_saved_in_the_format_its_suffix_names(
+    explanation: Explanation, tmp_path: Path, name: str, expected: str
+) -> None:
+    path = explanation.save(tmp_path / name)
+    if expected in ("JPEG", "PNG"):
+        assert Image.open(path).format == expected
+    else:
+        assert expected.encode() in path.read_bytes()[:400]
+
+
+def test_explain_cli_writes_jpeg_and_refuses_other_suffixes(
+    detector: Detector, explanation: Explanation, astronaut_path: Path, tmp_path: Path, capsys
+) -> None:
+    checkpoint = str(detector.checkpoint)
+    out = tmp_path / "panel.jpg"
+    assert run_app(app, ["explain", "-c", checkpoint, str(astronaut_path), "-o", str(out)]) == 0
+    assert Image.open(out).format == "JPEG"
+    bad = tmp_path / "panel.gif"
+    assert run_app(app, ["explain", "-c", checkpoint, str(astronaut_path), "-o", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: cannot write the panel as '.gif'" in err and ".png, .jpg, .jpeg, .pdf, .svg" in err
+    assert not bad.exists()
+    with pytest.raises(ValueError, match="cannot write the panel as '\\(no suffix\\)'"):
+        explanation.save(tmp_path / "panel")

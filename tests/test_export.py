@@ -76,3 +76,43 @@ def test_export_cli(model, tmp_path: Path, capsys) -> None:
     assert "--format must be one of onnx, torchscript" in capsys.readouterr().err
     assert run_app(app, ["export", "-c", str(checkpoint), "--format", "torchscript", "--opset", "17"]) == 2
     assert "--opset applies to --format onnx only" in capsys.readouterr().err
+
+
+def test_export_cli_errors_are_one_line(
+    model, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mfclip.inference.export as export
+
+    checkpoint = save_checkpoint(model, tmp_path / "tiny", {"name": "export-errors"})
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("an exporter ran although the output cannot be written")
+
+    monkeypatch.setattr(export, "_export_onnx_dynamo", must_not_run)
+    monkeypatch.setattr(export, "_export_onnx_legacy", must_not_run)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for out, message in [
+        (blocker / "model.onnx", f"{blocker / 'model.onnx'}: cannot create the folder {blocker}"),
+        (tmp_path, f"{tmp_path}: is a folder; give a file name such as {tmp_path / 'model.onnx'}"),
+    ]:
+        assert run_app(app, ["export", "-c", str(checkpoint), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"mfclip: error: {message}" in err and "Traceback" not in err
+
+    def failing_exporter(*args, **kwargs):
+        raise RuntimeError("unsupported operator\nwith a long second line")
+
+    monkeypatch.setattr(export, "_export_onnx_dynamo", failing_exporter)
+    monkeypatch.setattr(export, "_export_onnx_legacy", failing_exporter)
+    out = tmp_path / "model.onnx"
+    assert run_app(app, ["export", "-c", str(checkpoint), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "ONNX export of" in err and "dynamo exporter: RuntimeError: unsupported operator;" in err
+    assert "second line" not in err and not out.exists() and not list(tmp_path.glob(".model.onnx.*"))
+
+    monkeypatch.setattr(export, "_compare", lambda *args: 0.5)  # the traced graph disagrees with PyTorch
+    out = tmp_path / "model.pt"
+    assert run_app(app, ["export", "-c", str(checkpoint), "-f", "torchscript", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "differs from PyTorch by up to 5.00e-01" in err and "Traceback" not in err and not out.exists()

@@ -157,6 +157,89 @@ def test_stdout_when_no_out(checkpoint: Path, inputs: Path, capsys) -> None:
     assert 0.0 <= float(rows[0]["p_fake"]) <= 1.0 and rows[0]["error"] == ""
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_empty_folder_warns_and_leaves_a_valid_empty_output(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("neither an image nor a video")
+    out = tmp_path / f"scores{suffix}"
+    assert cli("predict", "-c", checkpoint, empty, "--out", out, "--no-progress") == 0
+    err = capsys.readouterr().err
+    assert f"no images or videos found under {empty}" in err and f"wrote 0 rows to {out}" in err
+    assert out.read_text(encoding="utf-8") == (
+        "path,p_fake,label,p_fake_max,frames,box,error\n" if suffix == ".csv" else ""
+    )
+    assert list(iter_rows(out)) == []
+    assert cli("predict", "-c", checkpoint, empty, "--out", out, "--resume", "--no-progress") == 0
+    assert list(iter_rows(out)) == []
+
+
+def test_empty_folder_on_stdout_prints_the_header(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    assert cli("predict", "-c", checkpoint, tmp_path, "--no-progress") == 0
+    captured = capsys.readouterr()
+    assert captured.out == ",".join(OUTPUT_COLUMNS) + "\n"
+    assert "no images or videos found" in captured.err
+
+
+def test_header_beyond_the_decompression_bomb_limit_is_an_error_row(
+    checkpoint: Path, inputs: Path, tmp_path: Path
+) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    huge = tmp_path / "huge.png"  # declares 15000 x 15000 = 225 MP, beyond PIL's own ~179 MP refusal
+    header = struct.pack(">IIBBBBB", 15000, 15000, 8, 2, 0, 0, 0)
+    huge.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(100)))
+        + chunk(b"IEND", b"")
+    )
+    out = tmp_path / "scores.csv"
+    good = inputs / "real" / "img0.png"
+    assert cli("predict", "-c", checkpoint, huge, good, "--out", out, "--no-progress") == 0
+    rows = {Path(r["path"]).name: r for r in read_csv(out)}
+    assert rows["img0.png"]["error"] == "" and rows["huge.png"]["p_fake"] == ""
+    assert "image is 225000000 pixels, above the limit" in rows["huge.png"]["error"]
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("foo", "--device foo: not a device (auto, cpu, cuda, cuda:N, mps)"),
+        ("cuda", "--device cuda: no CUDA device is available (use auto or cpu)"),
+        ("cuda:1", "--device cuda:1: no CUDA device is available (use auto or cpu)"),
+    ],
+)
+@pytest.mark.parametrize("command", ["predict", "explain", "serve"])
+def test_bad_device_is_a_one_line_error(
+    checkpoint: Path,
+    inputs: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    device: str,
+    message: str,
+    command: str,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    image = inputs / "real" / "img0.png"
+    arguments = {
+        "predict": [image, "--out", tmp_path / "scores.csv"],
+        "explain": [image, "--out", tmp_path / "panel.png"],
+        "serve": ["--port", "0"],
+    }[command]
+    assert cli(command, "-c", checkpoint, *arguments, "--device", device) == 2
+    err = capsys.readouterr().err
+    assert f"mfclip: error: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "scores.csv").exists() and not (tmp_path / "panel.png").exists()
+
+
 def test_face_detection_and_workers(checkpoint: Path, inputs: Path, tmp_path: Path) -> None:
     out = tmp_path / "faces.csv"
     code = cli(

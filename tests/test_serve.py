@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import struct
+import time
+import zlib
 from pathlib import Path
 
 import httpx
@@ -44,6 +47,17 @@ def photos(astronaut_rgb: np.ndarray, grace_hopper_path: Path) -> list[bytes]:
 def client(detector: Detector):
     with TestClient(create_app(detector, ServeSettings(max_upload_mb=1, max_pixels=600_000))) as test_client:
         yield test_client
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` pixels (its pixel data is not that big)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(bytes(100))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def upload(*files: tuple[str, bytes, str]) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -92,23 +106,38 @@ def test_several_files_with_per_file_errors(client: TestClient, photos: list[byt
     assert "not a supported image" in results[2]["error"] and "text" in results[2]["error"]
 
 
+NOISE_PNG = png_bytes(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+
+
+BAD_UPLOADS = [
+    ("zero.png", b"", "image/png", 400, "zero.png: empty file"),
+    ("doc.png", b"%PDF-1.7 this is a pdf", "image/png", 415, "doc.png: not a supported image"),
+    ("clip.jpg", b"\x00\x00\x00\x18ftypmp42" + bytes(64), "image/jpeg", 415, "MP4/MOV video"),
+    ("page.html", b"<!DOCTYPE html><html></html>", "text/html", 415, "HTML document"),
+    ("notes.jpg", b"just some text", "image/jpeg", 415, "content looks like text"),
+    ("cut.png", NOISE_PNG[:2000], "image/png", 422, "cut.png: corrupt or truncated image"),
+    ("fake.gif", b"GIF89a-not-really", "image/gif", 422, "fake.gif: not a decodable GIF image"),
+    ("fake.bmp", b"BM" + bytes(10), "image/bmp", 422, "fake.bmp: not a decodable BMP image"),
+    ("huge.png", png_header(15000, 15000), "image/png", 413, "huge.png: image is 225000000 pixels"),
+    ("big.png", b"\x89PNG\r\n\x1a\n" + bytes(2 * 2**20), "image/png", 413, "upload limit of 1 MiB"),
+]
+
+
+@pytest.mark.parametrize("route", ["/v1/detect", "/v1/explain"])
 @pytest.mark.parametrize(
-    ("name", "content", "declared", "status", "message"),
-    [
-        ("zero.png", b"", "image/png", 400, "empty file"),
-        ("doc.png", b"%PDF-1.7 this is a pdf", "image/png", 415, "PDF document"),
-        ("clip.jpg", b"\x00\x00\x00\x18ftypmp42" + bytes(64), "image/jpeg", 415, "MP4/MOV video"),
-        ("page.html", b"<!DOCTYPE html><html></html>", "text/html", 415, "HTML document"),
-    ],
+    ("name", "content", "declared", "status", "message"), BAD_UPLOADS, ids=[case[0] for case in BAD_UPLOADS]
 )
 def test_bad_single_uploads_get_clear_4xx(
-    client: TestClient, name: str, content: bytes, declared: str, status: int, message: str
+    client: TestClient, route: str, name: str, content: bytes, declared: str, status: int, message: str
 ) -> None:
-    response = client.post("/v1/detect", files=upload((name, content, declared)))
+    response = client.post(route, files=upload((name, content, declared)))
     assert response.status_code == status
     body = response.json()
-    assert message in body["detail"] and name in body["detail"]
-    assert body["results"][0]["status"] == status
+    assert message in body["detail"]
+    assert "0x" not in body["detail"] and "\n" not in body["detail"]  # no object addresses, one line
+    if route == "/v1/detect" and "results" in body:
+        assert body["results"][0]["status"] == status
+    assert client.get("/healthz").status_code == 200  # still serving
 
 
 def test_truncated_image_is_422(client: TestClient, photos: list[bytes]) -> None:
@@ -137,6 +166,12 @@ def test_size_and_pixel_limits_are_413(client: TestClient) -> None:
     assert response.status_code == 413 and "1000000 pixels" in response.json()["detail"]
     response = client.post("/v1/explain", files=upload(("bomb.png", bomb, "image/png")))
     assert response.status_code == 413
+    # A header beyond PIL's own decompression-bomb limit (~179 MP) is the same pixel-limit refusal.
+    huge = png_header(15000, 15000)
+    for route in ("/v1/detect", "/v1/explain"):
+        response = client.post(route, files=upload(("huge.png", huge, "image/png")))
+        assert response.status_code == 413
+        assert "225000000 pixels, above the limit of 600000" in response.json()["detail"]
     assert client.get("/healthz").status_code == 200  # still serving
 
 
@@ -183,6 +218,12 @@ def test_api_key(detector: Detector, photos: list[bytes]) -> None:
         wrong = client.post("/v1/detect", files=files, headers={"X-API-Key": "nope"})
         assert wrong.status_code == 401 and "invalid API key" in wrong.json()["detail"]
         assert client.get("/v1/model").status_code == 401
+        explain = client.post("/v1/explain", files=files)
+        assert explain.status_code == 401 and "missing API key" in explain.json()["detail"]
+        assert explain.headers["www-authenticate"] == "Bearer"
+        wrong = client.post("/v1/explain", files=files, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "invalid API key" in wrong.json()["detail"]
+        assert client.post("/v1/explain", files=files, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert client.post("/v1/detect", files=files, headers={"X-API-Key": "s3cret"}).status_code == 200
         bearer = {"Authorization": "Bearer s3cret"}
         assert client.post("/v1/detect", files=files, headers=bearer).status_code == 200
@@ -190,10 +231,63 @@ def test_api_key(detector: Detector, photos: list[bytes]) -> None:
         assert client.get("/healthz").status_code == 200  # liveness needs no key
 
 
-def test_timeout_is_504(detector: Detector, photos: list[bytes]) -> None:
-    with TestClient(create_app(detector, ServeSettings(timeout_s=1e-4))) as client:
+def test_timeout_is_504(detector: Detector, photos: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    score = detector.score
+
+    def slow_score(images: torch.Tensor) -> torch.Tensor:
+        time.sleep(1.5)
+        return score(images)
+
+    monkeypatch.setattr(detector, "score", slow_score)
+    with TestClient(create_app(detector, ServeSettings(timeout_s=0.5))) as client:
         response = client.post("/v1/detect", files=upload(("a.png", photos[0], "image/png")))
-        assert response.status_code == 504 and "timed out" in response.json()["detail"]
+        assert response.status_code == 504 and "timed out after 0.5 s" in response.json()["detail"]
+
+
+def test_body_not_received_in_time_is_408(detector: Detector, photos: list[bytes]) -> None:
+    app = create_app(detector, ServeSettings(timeout_s=0.5))
+    boundary = "mfclipboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+
+    async def slow_body():
+        yield head + photos[0][:1000]
+        await asyncio.sleep(5)  # a client that stalls mid-upload
+        yield photos[0][1000:] + f"\r\n--{boundary}--\r\n".encode()
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            return await http.post("/v1/detect", content=slow_body(), headers=headers)
+
+    started = time.monotonic()
+    response = asyncio.run(run())
+    assert response.status_code == 408 and "not received within 0.5 s" in response.json()["detail"]
+    assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_explain_uses_the_server_threshold(
+    detector: Detector, photos: list[bytes], monkeypatch: pytest.MonkeyPatch, threshold: float
+) -> None:
+    explain = detector.explain
+    panel_labels: list[str] = []
+
+    def recording_explain(image, threshold: float = 0.5):  # type: ignore[no-untyped-def]
+        explanation = explain(image, threshold=threshold)
+        panel_labels.append(explanation.label)
+        return explanation
+
+    monkeypatch.setattr(detector, "explain", recording_explain)
+    with TestClient(create_app(detector, ServeSettings(threshold=threshold))) as client:
+        response = client.post("/v1/explain", files=upload(("a.png", photos[0], "image/png")))
+    assert response.status_code == 200
+    p_fake = float(response.headers["x-p-fake"])
+    expected = "fake" if p_fake >= threshold else "real"
+    assert panel_labels == [expected] and response.headers["x-label"] == expected
 
 
 @pytest.mark.parametrize("batching", [True, False])

@@ -1,4 +1,4 @@
-"""``mfclip explain``: a PNG panel showing why a detector scored an image as it did."""
+"""``mfclip explain``: a panel showing why a detector scored an image as it did."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def explain_command(
     checkpoint: str = typer.Option(
         ..., "--checkpoint", "-c", help="Checkpoint directory (or a Hub id when online)."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output PNG."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output panel: .png, .jpg/.jpeg, .pdf or .svg (by its suffix)."
+    ),
     face_detect: str = typer.Option(
         None, "--face-detect", help="Crop the largest face first: mtcnn or haar."
     ),
@@ -25,13 +27,15 @@ def explain_command(
         0.5, "--threshold", help="P(fake) at or above which the label is 'fake'."
     ),
 ) -> None:
-    """Write a PNG panel explaining why the detector scored IMAGE as it did.
+    """Write a panel explaining why the detector scored IMAGE as it did (PNG, JPEG, PDF or SVG by suffix).
 
     The panel shows Grad-CAM of the image branch, the richest patch and its SRM residual, P(fake), and
     (when the checkpoint has its text tower) the similarity of the image to each prompt.
     """
     from mfclip.inference.detector import Detector
+    from mfclip.inference.explain import panel_format
 
+    panel_format(out)  # refuse an unsupported suffix before loading the model
     detector = Detector.from_pretrained(checkpoint, device=device, face_detector=face_detect)
     explanation = detector.explain(image, threshold=threshold)
     explanation.save(out)

@@ -83,6 +83,9 @@ def predict_command(
         print(f"mfclip predict: {detector.summary()}", file=sys.stderr)
     summary = predict_files(detector, inputs, out, options)
     if rank == 0:
+        if summary.inputs == 0:
+            searched = ", ".join(str(path) for path in inputs)
+            print(f"mfclip predict: warning: no images or videos found under {searched}", file=sys.stderr)
         where = f" to {summary.out}" if summary.out else ""
         skipped = f", {summary.skipped} already done" if summary.skipped else ""
         print(

@@ -26,7 +26,9 @@ def serve_command(
         40_000_000, "--max-pixels", help="Largest image (width x height) decoded."
     ),
     max_files: int = typer.Option(32, "--max-files", help="Most files in one /v1/detect request."),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds before a request gets 504."),
+    timeout: float = typer.Option(
+        60.0, "--timeout", help="Seconds to receive a request body (else 408), then to process it (else 504)."
+    ),
     threshold: float = typer.Option(
         0.5, "--threshold", help="P(fake) at or above which the label is 'fake'."
     ),

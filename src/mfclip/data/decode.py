@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,12 @@ def load_image(
     except UnidentifiedImageError:
         raise ImageDecodeError(label, "not a recognised image format") from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(label, f"refused as a possible decompression bomb ({exc})") from None
+        # Pillow refuses images above twice its own limit before our check can see the size.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"image is {found.group(1)} pixels" if found else "image is too large"
+        limit = min(max_pixels or 2**63, 2 * (Image.MAX_IMAGE_PIXELS or 0))
+        message = f"{size}, above the limit {limit} (possible decompression bomb)"
+        raise ImageDecodeError(label, message) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(label, f"corrupt or truncated image ({exc})") from None
     return to_rgb(image, label)

@@ -7,6 +7,7 @@ a seek fails, it counts the frames that really decode and samples again from tho
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def is_video_path(path: str | Path) -> bool:
 
 
 def _open(path: str | Path):  # -> cv2.VideoCapture
+    # FFmpeg's own messages ("moov atom not found") would duplicate our one-line error; read before the
+    # first capture opens, so a value the user set still wins.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
     label = str(path)

@@ -118,17 +118,40 @@ class Explanation:
 
     def to_png(self, dpi: int = 100) -> bytes:
         """The panel as PNG bytes."""
+        return self.to_bytes("png", dpi=dpi)
+
+    def to_bytes(self, fmt: str = "png", dpi: int = 100) -> bytes:
+        """The panel encoded as ``fmt``: png, jpeg, pdf or svg."""
+        if fmt not in PANEL_FORMATS.values():
+            raise ValueError(
+                f"unknown panel format {fmt!r}; valid: {', '.join(sorted(set(PANEL_FORMATS.values())))}"
+            )
         buffer = io.BytesIO()
-        self.figure().savefig(buffer, format="png", dpi=dpi)
+        self.figure().savefig(buffer, format=fmt, dpi=dpi)
         return buffer.getvalue()
 
     def save(self, path: str | Path, dpi: int = 100) -> Path:
-        """Write the panel as a PNG file (atomically) and return its path."""
+        """Write the panel atomically in the format its suffix names (.png, .jpg, .pdf, .svg)."""
         from mfclip.utils.io import atomic_write_bytes
 
         path = Path(path)
-        atomic_write_bytes(path, self.to_png(dpi=dpi))
+        atomic_write_bytes(path, self.to_bytes(panel_format(path), dpi=dpi))
         return path
+
+
+# File suffixes the panel can be saved as, and the matplotlib format each one names.
+PANEL_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg"}
+
+
+def panel_format(path: str | Path) -> str:
+    """The format a panel file's suffix names; a :class:`ValueError` naming the file for any other suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in PANEL_FORMATS:
+        raise ValueError(
+            f"{path}: cannot write the panel as {suffix or '(no suffix)'!r}; "
+            f"end the file name in {', '.join(PANEL_FORMATS)}"
+        )
+    return PANEL_FORMATS[suffix]
 
 
 def _bare(axis: Any) -> None:

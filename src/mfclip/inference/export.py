@@ -33,8 +33,8 @@ OUTPUT_NAME = "p_fake"
 DEFAULT_OPSET = 18
 
 
-class ExportError(RuntimeError):
-    """The model could not be exported, or the exported graph disagrees with PyTorch."""
+class ExportError(ValueError):
+    """The output cannot be written, the model could not be exported, or the export disagrees with PyTorch."""
 
 
 @dataclass
@@ -83,6 +83,23 @@ def _example(batch: int, size: int, seed: int) -> torch.Tensor:
 # Batch sizes every export is checked at: other than the export example's (2), and one large enough to
 # cross any per-chunk processing inside the model.
 VERIFY_BATCH_SIZES = [1, 3, 70]
+
+
+def check_output_path(path: Path, suffix: str) -> None:
+    """Make sure ``path`` can be written (its folder created if needed) before any export work starts."""
+    if path.is_dir():
+        raise ExportError(f"{path}: is a folder; give a file name such as {path / ('model' + suffix)}")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot create the folder {folder} ({exc.strerror or exc})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot write in the folder {folder} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextlib.contextmanager
@@ -193,6 +210,7 @@ def export_onnx(
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ValueError(f"unknown ONNX exporter {exporter!r}; valid: auto, dynamo, torchscript")
     path = Path(path)
+    check_output_path(path, SUFFIXES["onnx"])
     opset = int(opset or DEFAULT_OPSET)
     module = _cpu_module(model)
     size = model.image_size
@@ -223,6 +241,7 @@ def export_onnx(
 def export_torchscript(model: DetectorModel, path: str | Path, atol: float = 1e-4) -> ExportResult:
     """Trace to TorchScript (``torch.jit.load`` runs it without mfclip), verified at other batch sizes."""
     path = Path(path)
+    check_output_path(path, SUFFIXES["torchscript"])
     module = _cpu_module(model)
     size = model.image_size
     example = _example(2, size, seed=0)
@@ -232,7 +251,8 @@ def export_torchscript(model: DetectorModel, path: str | Path, atol: float = 1e-
         try:
             traced = torch.jit.trace(module, (example,), check_trace=False)
         except Exception as exc:
-            raise ExportError(f"TorchScript tracing failed: {type(exc).__name__}: {exc}") from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
+            raise ExportError(f"TorchScript tracing failed: {type(exc).__name__}: {reason}") from None
         traced = torch.jit.freeze(traced.eval())
         extra = {"mfclip.json": json.dumps(_metadata(model))}
         with _temporary_beside(path) as tmp:

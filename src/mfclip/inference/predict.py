@@ -419,6 +419,8 @@ def predict_files(
     if not pending:
         if out_path is not None and options.resume:
             merge_shards(out_path)
+        if first_rank:
+            _write_header_only(out_path)
         return summary
     has_video = any(is_video_path(p) for p in pending)
     items_per_batch = max(1, options.batch_size // options.frames) if has_video else options.batch_size
@@ -429,6 +431,14 @@ def predict_files(
         assert out_path is not None
         return _predict_distributed(detector, loader, out_path, options, summary)
     return _predict_local(detector, loader, out_path, options, summary)
+
+
+def _write_header_only(out: Path | None) -> None:
+    """Leave a valid (header-only) output when there was nothing to score, so readers and --resume work."""
+    if out is None:
+        RowWriter(sys.stdout, "csv", write_header=True).close()
+    elif not out.exists():
+        RowWriter.append_to(out).close()
 
 
 def _count(summary: PredictSummary, rows: list[dict[str, Any]]) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import io
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
@@ -22,7 +24,7 @@ from fastapi import Depends, FastAPI, File, Request, Security, UploadFile
 from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -45,7 +47,9 @@ class ServeSettings(StrictConfig):
     max_upload_mb: float = Field(20.0, gt=0, description="Largest request body, in MiB.")
     max_pixels: int = Field(40_000_000, gt=0, description="Largest image (width x height) decoded.")
     max_files: int = Field(32, ge=1, description="Most files in one /v1/detect request.")
-    timeout_s: float = Field(60.0, gt=0, description="Requests taking longer get 504.")
+    timeout_s: float = Field(
+        60.0, gt=0, description="Seconds to receive a request body (else 408), then to process it (else 504)."
+    )
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="P(fake) at or above which label is fake.")
     batching: bool = Field(True, description="Batch concurrent requests on the model.")
     batch_max_size: int = Field(16, ge=1, description="Most images in one batched forward pass.")
@@ -79,13 +83,20 @@ class _BodyTooLarge(HTTPException):
         super().__init__(413, f"request body is larger than the upload limit of {max_bytes / 2**20:g} MiB")
 
 
+class _BodyTooSlow(HTTPException):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(408, f"request body was not received within {timeout_s:g} s")
+
+
 class BodyLimit:
     """Refuse request bodies above ``max_bytes`` with 413: at once when Content-Length says so, else as
-    soon as the streamed body passes the limit (nothing beyond it is read)."""
+    soon as the streamed body passes the limit (nothing beyond it is read). With ``timeout_s``, a body not
+    fully received that many seconds after the request started gets 408."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,14 +107,24 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await JSONResponse({"detail": too_large.detail}, status_code=413)(scope, receive, send)
             return
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
         received = 0
+        body_complete = False
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_complete
+            if body_complete or deadline is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), timeout=max(deadline - loop.time(), 0.0))
+                except asyncio.TimeoutError:
+                    raise _BodyTooSlow(self.timeout_s or 0.0) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_complete = not message.get("more_body", False)
                 if received > self.max_bytes:
                     raise too_large
             return message
@@ -115,10 +136,27 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
+        except (_BodyTooLarge, _BodyTooSlow) as exc:
             if started:
                 raise
-            await JSONResponse({"detail": too_large.detail}, status_code=413)(scope, receive, send)
+            await JSONResponse({"detail": exc.detail}, status_code=exc.status_code)(scope, receive, send)
+
+
+def _declared_pixels(message: str) -> int | None:
+    """The pixel count in PIL's decompression-bomb message, when it gives one."""
+    match = re.search(r"\((\d+) pixels\)", message)
+    return int(match.group(1)) if match else None
+
+
+def _undecodable(kind: str, exc: Exception) -> str:
+    """Why a file whose magic bytes say ``kind`` could not be opened, without PIL's object reprs."""
+    reason = (
+        ""
+        if isinstance(exc, UnidentifiedImageError)
+        else re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
+    )
+    reason = " ".join(reason.split())
+    return f"not a decodable {kind.upper()} image" + (f" (corrupt header: {reason})" if reason else "")
 
 
 _API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The server's API key.")
@@ -146,7 +184,9 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
         summary="Detect diffusion-generated and manipulated face images with an MFCLIP detector.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, max_bytes=int(settings.max_upload_mb * 1024 * 1024))
+    app.add_middleware(
+        BodyLimit, max_bytes=int(settings.max_upload_mb * 1024 * 1024), timeout_s=settings.timeout_s
+    )
     app.state.detector = detector
     app.state.settings = settings
     app.state.runner = runner
@@ -174,7 +214,8 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
         name = filename or "<upload>"
         if not data:
             raise _UploadError(400, f"{name}: empty file (0 bytes)")
-        if sniff_image_format(data) is None:
+        kind = sniff_image_format(data)
+        if kind is None:
             kinds = ", ".join(SUPPORTED_IMAGE_FORMATS)
             raise _UploadError(
                 415,
@@ -184,8 +225,13 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
         try:
             with Image.open(io.BytesIO(data)) as probe:
                 width, height = probe.size
+        except Image.DecompressionBombError as exc:
+            # PIL refuses headers above ~179 MP before we can read the size: still a pixel-limit refusal.
+            declared = _declared_pixels(str(exc))
+            size = f"{declared} pixels, above" if declared is not None else "above"
+            raise _UploadError(413, f"{name}: image is {size} the limit of {settings.max_pixels}") from None
         except Exception as exc:
-            raise _UploadError(422, f"{name}: corrupt image header ({exc})") from None
+            raise _UploadError(422, f"{name}: {_undecodable(kind, exc)}") from None
         if width * height > settings.max_pixels:
             raise _UploadError(
                 413,
@@ -247,8 +293,9 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
             400: {"description": "every file was empty"},
             413: {"description": "request or image too large"},
             415: {"description": "no file was a supported image"},
+            408: {"description": "the request body was not received in time"},
             422: {"description": "no file could be decoded"},
-            504: {"description": "timed out"},
+            504: {"description": "processing timed out"},
         },
     )
     async def detect(
@@ -272,7 +319,7 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
         summary="Explain one image: a PNG panel with Grad-CAM, the richest patch and its noise residual",
         response_class=Response,
         dependencies=[Depends(require_api_key)],
-        responses={200: {"content": {"image/png": {}}}, 413: {}, 415: {}, 422: {}, 504: {}},
+        responses={200: {"content": {"image/png": {}}}, 400: {}, 408: {}, 413: {}, 415: {}, 422: {}, 504: {}},
     )
     async def explain(file: UploadFile = File(..., description="One image file.")) -> Response:
         data = await file.read()
@@ -280,12 +327,11 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
             image = await asyncio.to_thread(decode_upload, data, file.filename)
         except _UploadError as exc:
             raise HTTPException(exc.status, exc.message) from None
-        explanation = await with_timeout(runner.run_in_worker(detector.explain, image))
+        explanation = await with_timeout(
+            runner.run_in_worker(functools.partial(detector.explain, threshold=settings.threshold), image)
+        )
         png = await asyncio.to_thread(explanation.to_png)
-        headers = {
-            "X-P-Fake": f"{explanation.p_fake:.6f}",
-            "X-Label": "fake" if explanation.p_fake >= settings.threshold else "real",
-        }
+        headers = {"X-P-Fake": f"{explanation.p_fake:.6f}", "X-Label": explanation.label}
         return Response(png, media_type="image/png", headers=headers)
 
     return app
