@@ -40,3 +40,27 @@ def test_output_path_mistakes_are_one_line_errors(
     assert code == 2
     assert err.startswith("mfclip: error:") and "afile" in err and "Traceback" not in err
     assert blocker.read_text(encoding="utf-8") == "keep me"
+
+
+def test_warnings_print_as_one_line_and_the_hook_is_restored(capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    import typer
+
+    demo = typer.Typer()
+
+    @demo.command()
+    def run() -> None:
+        warnings.warn("test set 'seen' has one class: AUC undefined", UserWarning, stacklevel=1)
+
+    @demo.command()
+    def other() -> None:  # a second command keeps typer from collapsing the app into one command
+        pass
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        before = warnings.showwarning
+        assert run_app(demo, ["run"]) == 0
+        assert warnings.showwarning is before
+    err = capsys.readouterr().err
+    assert err == "mfclip: warning: test set 'seen' has one class: AUC undefined [UserWarning]\n"

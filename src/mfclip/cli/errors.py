@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import warnings
+from typing import TextIO
 
 import typer
 from typer.main import get_command
@@ -38,8 +41,32 @@ def _click_exception_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def _show_warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as one line for people at a terminal; the source location only with MFCLIP_DEBUG."""
+    stream = file if file is not None else sys.stderr
+    where = f" ({filename}:{lineno})" if os.environ.get("MFCLIP_DEBUG") else ""
+    with contextlib.suppress(OSError, ValueError):
+        stream.write(f"mfclip: warning: {message} [{category.__name__}]{where}\n")
+
+
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
     """Run ``app`` and return the process exit status."""
+    previous_showwarning = warnings.showwarning
+    warnings.showwarning = _show_warning_line
+    try:
+        return _run(app, argv)
+    finally:
+        warnings.showwarning = previous_showwarning
+
+
+def _run(app: typer.Typer, argv: list[str] | None) -> int:
     command = get_command(app)
     click_errors = _click_exception_types()
     try:
