@@ -56,6 +56,7 @@ SWITCHES = {
     "image_only": {"vision.noise_branch": False},
     "noise_only": {"vision.image_branch": False},
     "concat_fusion": {"vision.fusion": "concat"},
+    "no_normalize": {"vision.normalize": "none"},
     "cvit": CVIT,
     "release_quirks": RELEASE_QUIRKS,
     "random_patch": {"vision.noise.patch_mode": "random"},
@@ -66,6 +67,8 @@ SWITCHES = {
     "no_cmc": {"losses.cmc": 0.0},
     "no_kl": {"losses.kl": 0.0},
     "ce_only": {"losses.cmc": 0.0, "losses.kl": 0.0},
+    "no_ce": {"losses.ce": 0.0},
+    "weighted_losses": {"losses.ce": 0.5, "losses.cmc": 0.5, "losses.kl": 2.0},
     "kl_not_detached": {"losses.kl_detach_text": False, "losses.cmc": 0.0},
     "frozen_text": {"text.freeze": True},
 }
@@ -170,6 +173,8 @@ def test_release_input_feeds_transposed_byte_pixels_to_the_image_branch() -> Non
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
     torch.testing.assert_close(normal.vision.global_input(batch), (batch - mean) / std)
+    unnormalised = create_model("mfclip-tiny", **{"vision.normalize": "none"})
+    assert torch.equal(unnormalised.vision.global_input(batch), batch)
 
 
 def test_noise_branch_input_size_follows_image_size_and_grid() -> None:
@@ -216,6 +221,22 @@ def test_sizes_the_grid_or_backbone_cannot_split_are_config_errors() -> None:
         create_model("mfclip-tiny", vision={"image_branch": False, "noise_branch": False})
 
 
+@pytest.mark.parametrize(
+    ("arch", "message"),
+    [
+        ("ViT-B-16-SigLIP", "uses a timm image tower, which clip_vit does not support"),
+        ("EVA02-B-16", "uses a timm image tower, which clip_vit does not support"),
+        ("RN50", "has a ResNet image tower, which clip_vit does not support"),
+    ],
+)
+def test_non_native_open_clip_image_towers_are_refused(arch: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        create_model("mfclip-tiny", **{"vision.clip_vit.arch": arch})
+    assert str(err.value) == (
+        f"vision.clip_vit.arch: {arch!r} {message}; use a native open_clip ViT config such as ViT-B-16"
+    )
+
+
 def test_bad_prompts_raise_value_errors() -> None:
     model = create_model("mfclip-tiny")
     tokens, mask, _ = prompt_batch()
@@ -225,6 +246,16 @@ def test_bad_prompts_raise_value_errors() -> None:
         model(images(2), tokens, mask)
     with pytest.raises(ValueError, match="prompt_mask"):
         model(images(), tokens, mask[:, :2])
+    out_of_vocabulary = tokens.clone()
+    out_of_vocabulary[1, 2, 3] = 49408
+    with pytest.raises(ValueError, match=r"token id 49408, outside the CLIP vocabulary 0\.\.49407"):
+        model(images(), out_of_vocabulary, mask)
+    with pytest.raises(ValueError, match="token id -1"):
+        model(images(), tokens - 1, mask)
+    no_end = tokens.clone()
+    no_end[2, 1] = 0
+    with pytest.raises(ValueError, match=r"prompt_tokens\[2, 1\] has no end-of-text token"):
+        model(images(), no_end, mask)
 
 
 def test_training_without_prompts_is_an_error_but_evaluation_scores_ce_only() -> None:

@@ -174,3 +174,57 @@ def test_text_free_config_never_runs_a_text_tower_even_with_prompts() -> None:
     assert output.text_features is None
     losses = model.compute_loss(output, torch.tensor([0, 1]))
     assert set(losses) == {"ce", "loss"}
+
+
+def batch_with_prompts() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from mfclip.prompts import load_prompt_set, tokenize
+
+    prompt_set = load_prompt_set()
+    specs = [
+        (0, None, None, None),
+        (1, None, None, "SDXL"),
+        (1, "face_swap", None, None),
+        (0, None, None, None),
+    ]
+    rows = [prompt_set.prompts_for(*spec) for spec in specs]
+    tokens = torch.stack([tokenize(texts) for texts, _ in rows])
+    return torch.rand(4, 3, 64, 64), tokens, torch.tensor([spec[0] for spec in specs])
+
+
+def test_loss_weights_scale_each_term() -> None:
+    torch.manual_seed(0)
+    model = create_model("mfclip-tiny", **{"losses.ce": 0.25, "losses.cmc": 0.5, "losses.kl": 2.0}).train()
+    images, tokens, labels = batch_with_prompts()
+    losses = model.compute_loss(model(images, tokens), labels)
+    expected = 0.25 * losses["ce"] + 0.5 * losses["cmc"] + 2.0 * losses["kl"]
+    torch.testing.assert_close(losses["loss"].detach(), expected)
+
+
+def test_ce_weight_zero_switches_ce_off_and_freezes_the_head() -> None:
+    torch.manual_seed(0)
+    model = create_model("mfclip-tiny", **{"losses.ce": 0}).train()
+    assert not any(p.requires_grad for p in model.head.parameters())
+    images, tokens, labels = batch_with_prompts()
+    losses = model.compute_loss(model(images, tokens), labels)
+    assert "ce" not in losses
+    torch.testing.assert_close(losses["loss"].detach(), losses["cmc"] + losses["kl"])
+    losses["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_at_least_one_loss_term_must_be_on() -> None:
+    from mfclip.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"at least one of losses\.ce, losses\.cmc and losses\.kl"):
+        create_model("mfclip-tiny", losses={"ce": 0, "cmc": 0, "kl": 0})
+    with pytest.raises(ConfigError, match=r"losses\.ce"):
+        create_model("mfclip-tiny", **{"losses.ce": -1})
+
+
+def test_labels_outside_real_and_fake_are_rejected() -> None:
+    model = create_model("mfclip-tiny", losses={"cmc": 0, "kl": 0})
+    output = model(torch.rand(2, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"labels must be 0 \(real\) or 1 \(fake\), got 3"):
+        model.compute_loss(output, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="got -1"):
+        model.compute_loss(output, torch.tensor([-1, 1]))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import open_clip
 import pytest
 import torch
+import yaml
 
 from mfclip.models.config import TextConfig
 from mfclip.models.text import FineGrainedLanguageEncoder
 from mfclip.prompts import load_prompt_set, tokenize
+from mfclip.utils.config import ConfigError
 
 TINY = {"arch": None, "width": 64, "layers": 2, "heads": 2}
 
@@ -176,3 +178,94 @@ def test_bad_token_shapes_are_rejected() -> None:
         fle(torch.zeros(2, 77, dtype=torch.long))
     with pytest.raises(ValueError, match="integer"):
         fle(torch.zeros(2, 4, 77))
+    with pytest.raises(ValueError, match="outside the CLIP vocabulary"):
+        fle.encode_prompt_table(torch.full((2, 77), 50000))
+    with pytest.raises(ValueError, match=r"prompt tokens\[1\] has no end-of-text token"):
+        fle.encode_prompt_table(torch.cat([tokenize("a face"), torch.zeros(1, 77, dtype=torch.long)]))
+
+
+def test_end_of_text_is_required_only_in_the_configured_levels() -> None:
+    fle = encoder(levels=[1, 2])
+    tokens, mask = rows((1, "face_swap", None, "SDXL"))
+    tokens[:, 2:] = 0  # levels 3 and 4 are not used
+    with torch.no_grad():
+        assert fle(tokens, mask).shape == (1, 32)
+
+
+def test_prompt_cache_is_dropped_by_load_state_dict_moves_and_mode_switches() -> None:
+    fle = encoder()
+    table = tokenize(load_prompt_set().all_prompts()[:4])
+    first = fle.encode_prompt_table(table)
+    state = {k: v.clone() for k, v in fle.state_dict().items()}
+    state["tower.ln_final.bias"] += 1.0
+    fle.load_state_dict(state)
+    loaded = fle.encode_prompt_table(table)
+    assert not torch.allclose(loaded, first)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded, fle.tower(table), rtol=1e-4, atol=1e-5)
+    # assign=True swaps in new tensors whose version counters may equal the old ones
+    state["tower.ln_final.bias"] -= 1.0
+    fle.load_state_dict({k: v.clone() for k, v in state.items()}, assign=True)
+    torch.testing.assert_close(fle.encode_prompt_table(table), first)
+    for switch in (fle.train, fle.eval, fle.double, fle.float):
+        fle.encode_prompt_table(table)
+        assert fle._cache
+        switch()
+        assert not fle._cache
+
+
+def test_data_edits_need_an_explicit_cache_clear() -> None:
+    fle = encoder()
+    table = tokenize(load_prompt_set().all_prompts()[:4])
+    first = fle.encode_prompt_table(table)
+    fle.tower.ln_final.bias.data.add_(1.0)  # bypasses the version counter: invisible to the cache
+    assert torch.equal(fle.encode_prompt_table(table), first)
+    fle.clear_prompt_cache()
+    with torch.no_grad():
+        torch.testing.assert_close(fle.encode_prompt_table(table), fle.tower(table), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Prompt sets
+# ------------------------------------------------------------------------------------------------
+
+
+def test_unknown_levels_fall_back_as_the_prompt_set_says(tmp_path) -> None:
+    prompt_set = load_prompt_set()
+    assert prompt_set.fallback == {
+        "forgery_type": "authenticity",
+        "family": "forgery_type",
+        "generator": "family",
+    }
+    texts, known = prompt_set.prompts_for(1, "face_swap", None, "UnlistedGen")
+    assert known == [True, True, False, True]
+    assert texts[2] == texts[1] == "A photo of an identity swapped face"
+    assert texts[3] == "The source generative model of this photo is UnlistedGen"
+    assert prompt_set.prompts_for(1, "unknown", "NaN", "")[1] == [True, False, False, False]
+    # The fallback is data: a set that sends an unknown generator back to the forgery type.
+    data = prompt_set.to_dict()
+    data["fallback"]["generator"] = "forgery_type"
+    path = tmp_path / "custom.yaml"
+    path.write_text(yaml.safe_dump(data))
+    custom = load_prompt_set(str(path))
+    texts, known = custom.prompts_for(1, "face_swap", "gan", None)
+    assert texts[3] == "A photo of an identity swapped face" and known == [True, True, True, False]
+    data["fallback"]["family"] = "generator"
+    path = tmp_path / "backwards.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"fallback\.family must name a level before it"):
+        load_prompt_set(str(path))
+
+
+def test_unrecognised_forgery_types_and_families_warn_once_per_value() -> None:
+    prompt_set = load_prompt_set()
+    with pytest.warns(UserWarning) as caught:
+        _, known = prompt_set.prompts_for(1, "deepfake-xyz")
+        prompt_set.prompts_for(1, "DeepFake-XYZ")  # the same value: no second warning
+        prompt_set.prompts_for(1, "face_swap", "vae-xyz")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert "unrecognised forgery_type 'deepfake-xyz'" in messages[0]
+    assert "accepted: entire_synthesis, face_swap, attribute_manipulation or an alias (" in messages[0]
+    assert "unrecognised family 'vae-xyz'" in messages[1] and "diffusion, gan" in messages[1]
+    assert known == [True, False, False, False]

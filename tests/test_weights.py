@@ -523,6 +523,67 @@ def test_create_model_with_clip_weights(tmp_path: Path) -> None:
         create_model("mfclip-tiny", clip_weights=str(directory), **{"vision.clip_vit.quick_gelu": True})
 
 
+@pytest.fixture(scope="module")
+def tiny_mfclip_clip_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both towers of an mfclip-tiny model saved as an open_clip-layout state dict."""
+    from mfclip.models.registry import create_model
+
+    torch.manual_seed(3)
+    towers = create_model("mfclip-tiny").clip_towers()
+    state = {f"visual.{k}": v for k, v in towers["visual"].state_dict().items()}
+    state.update(towers["text"].state_dict())
+    path = tmp_path_factory.mktemp("clip") / "tiny_clip.pt"
+    torch.save(state, path)
+    return path
+
+
+def test_image_weights_without_an_image_tower_are_refused(tiny_mfclip_clip_file: Path) -> None:
+    from mfclip.models.registry import create_model
+
+    cvit = {"vision.global_branch": "cvit"}
+    with pytest.raises(CheckpointError) as err:
+        create_model("mfclip-tiny", clip_weights=str(tiny_mfclip_clip_file), **cvit)
+    message = str(err.value)
+    assert str(tiny_mfclip_clip_file) in message
+    assert "image tower tensors (visual.*) have no place" in message and "strict=False" in message
+    # non-strict: the text tower is loaded and the dropped image tower is reported
+    model = create_model("mfclip-tiny", **cvit)
+    report = load_clip_weights_into(model, tiny_mfclip_clip_file, strict=False)
+    assert set(report.loaded) == {"text"}
+    assert any("image tower tensors" in w for w in report.warnings)
+
+
+def test_weights_that_fit_no_tower_are_always_refused(tiny_mfclip_clip_file: Path) -> None:
+    from mfclip.models.registry import create_model
+
+    model = create_model("mfclip-tiny", **{"vision.global_branch": "cvit", "losses.cmc": 0, "losses.kl": 0})
+    for strict in (True, False):
+        with pytest.raises(CheckpointError) as err:
+            load_clip_weights_into(model, tiny_mfclip_clip_file, strict=strict)
+        message = str(err.value)
+        assert message.startswith(f"{tiny_mfclip_clip_file}: nothing to load")
+        assert "image tower tensors" in message and "text tower tensors" in message
+
+
+def test_text_weights_are_noted_when_the_model_has_no_text_tower(
+    tiny_mfclip_clip_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mfclip.models.registry import create_model
+
+    with caplog.at_level("INFO", logger="mfclip.models.registry"):
+        model = create_model(
+            "mfclip-tiny", clip_weights=str(tiny_mfclip_clip_file), **{"losses.cmc": 0, "losses.kl": 0}
+        )
+    assert model.text is None
+    assert "into visual (" in caplog.text
+    assert "the model has no text tower: the checkpoint's 29 text tower tensors were not used" in caplog.text
+    source = torch.load(tiny_mfclip_clip_file)
+    loaded = model.clip_towers()["visual"].state_dict()
+    assert all(
+        torch.equal(loaded[k[len("visual.") :]], v) for k, v in source.items() if k.startswith("visual.")
+    )
+
+
 def test_full_size_mismatch_suggests_open_clip_architectures() -> None:
     """ViT-B/32 weights into a ViT-B/16 model, with both built on the meta device (no memory used)."""
 

@@ -12,7 +12,8 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
 #       -d wheels open_clip_torch ftfy wcwidth pydantic pydantic_core annotated_types typing_inspection
 # Results: $OUT/train_gpu.json + .md (training/inference throughput, peak memory, MFU, engine run) and
-# $OUT/ops.json + .md (richest patch + SRM vs the per-sample reference, on cuda).
+# $OUT/ops.json + .md (richest patch + SRM vs the per-sample reference, on cuda) and
+# $OUT/inference_overhead.json + .md (MFCLIP's inference path against the bare open_clip ViT-B/16 tower).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-benchmarks/gpu/out}"
@@ -42,11 +43,17 @@ print("device      ", torch.cuda.get_device_name() if torch.cuda.is_available() 
 PY
 
 OPS_ARGS=(--device cuda)
+OVERHEAD_ARGS=(--device cuda)
 for arg in "$@"; do
     # The CPU smoke run checks the scripts on a machine without a GPU.
-    if [ "$arg" = "--cpu-smoke" ]; then OPS_ARGS=(--device cpu --quick); fi
+    if [ "$arg" = "--cpu-smoke" ]; then
+        OPS_ARGS=(--device cpu --quick)
+        OVERHEAD_ARGS=(--device cpu --quick)
+    fi
 done
 set -o pipefail
 "$PYTHON" benchmarks/gpu/train_bench.py --out-dir "$OUT" "$@" 2>&1 | tee "$OUT/train_bench.log"
 "$PYTHON" benchmarks/bench_ops.py "${OPS_ARGS[@]}" --out-dir "$OUT" 2>&1 | tee "$OUT/bench_ops.log"
+"$PYTHON" benchmarks/bench_inference_overhead.py "${OVERHEAD_ARGS[@]}" --out-dir "$OUT" 2>&1 |
+    tee "$OUT/bench_inference_overhead.log"
 echo "results in $OUT"

@@ -61,8 +61,16 @@ class ClipViTConfig(StrictConfig):
         if self.arch is not None:
             arch_cfg = _open_clip_arch_config(self.arch, "vision.clip_vit.arch")
             vision = dict(arch_cfg.get("vision_cfg", {}))
-            if vision.get("timm_model_name") or not isinstance(vision.get("layers", 12), int):
-                raise ConfigError(f"vision.clip_vit.arch: {self.arch!r} is not a ViT config")
+            if vision.get("timm_model_name"):
+                raise ConfigError(
+                    f"vision.clip_vit.arch: {self.arch!r} uses a timm image tower, which clip_vit does not "
+                    "support; use a native open_clip ViT config such as ViT-B-16"
+                )
+            if not isinstance(vision.get("layers", 12), int):
+                raise ConfigError(
+                    f"vision.clip_vit.arch: {self.arch!r} has a ResNet image tower, which clip_vit does not "
+                    "support; use a native open_clip ViT config such as ViT-B-16"
+                )
             width = int(vision.get("width", 768))
             values.update(
                 width=width,
@@ -236,8 +244,9 @@ class SPAConfig(StrictConfig):
 
 
 class LossConfig(StrictConfig):
-    """ℓce + cmc·ℓcmc + kl·ℓkl; a weight of 0 switches a term off (and skips computing it)."""
+    """ce·ℓce + cmc·ℓcmc + kl·ℓkl; a weight of 0 switches a term off (and skips computing it)."""
 
+    ce: float = Field(default=1.0, ge=0.0)
     cmc: float = Field(default=1.0, ge=0.0)
     kl: float = Field(default=1.0, ge=0.0)
     kl_temperature: float = Field(default=0.5, gt=0.0)
@@ -245,6 +254,12 @@ class LossConfig(StrictConfig):
     temperature_init: float = Field(default=0.07, gt=0.0)  # logit scale s starts at log(1/0.07)
     logit_scale_max: float = Field(default=100.0, gt=1.0)  # exp(s) is clamped here, as in CLIP
     learn_temperature: bool = True
+
+    @model_validator(mode="after")
+    def _one_term_on(self) -> LossConfig:
+        if self.ce == 0 and self.cmc == 0 and self.kl == 0:
+            raise ValueError("at least one of losses.ce, losses.cmc and losses.kl must be > 0")
+        return self
 
     @property
     def uses_text(self) -> bool:

@@ -49,6 +49,9 @@ class MFCLIP(DetectorModel):
         losses = config.losses
         self.vision = MultiModalVisionEncoder(config)
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2))
+        if losses.ce == 0:
+            # Without ℓce nothing trains the head: keep it fixed (representation-only ablation).
+            self.head.requires_grad_(False)
         self.text: FineGrainedLanguageEncoder | None = (
             FineGrainedLanguageEncoder(config.text, dim) if losses.uses_text else None
         )
@@ -119,7 +122,7 @@ class MFCLIP(DetectorModel):
     def compute_loss(
         self, output: ModelOutput, labels: torch.Tensor, gather: GatherFn | None = None
     ) -> dict[str, torch.Tensor]:
-        """``loss`` = ℓce + cmc·ℓcmc + kl·ℓkl, plus each detached term and the logit scale.
+        """``loss`` = ce·ℓce + cmc·ℓcmc + kl·ℓkl, plus each detached term and the logit scale.
 
         Terms with weight 0 are not computed. In training mode a text term with a non-zero weight needs
         the text features (call forward with prompt_tokens); in evaluation missing ones are left out.
@@ -127,10 +130,16 @@ class MFCLIP(DetectorModel):
         logits = output.logits
         if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
             raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
-        ce = F.cross_entropy(logits.float(), labels.long())
-        total = ce
-        result: dict[str, torch.Tensor] = {"ce": ce.detach()}
+        invalid = labels[(labels != 0) & (labels != 1)]
+        if invalid.numel():
+            raise ValueError(f"labels must be 0 (real) or 1 (fake), got {invalid[0].item()!r}")
         losses = self.config.losses
+        total = logits.new_zeros((), dtype=torch.float32)
+        result: dict[str, torch.Tensor] = {}
+        if losses.ce > 0:
+            ce = F.cross_entropy(logits.float(), labels.long())
+            total = total + losses.ce * ce
+            result["ce"] = ce.detach()
         if self.text is not None and output.text_features is None and self.training:
             raise ValueError(
                 "training MFCLIP with losses.cmc or losses.kl > 0 needs prompt_tokens in forward "
@@ -173,6 +182,11 @@ class MFCLIP(DetectorModel):
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         return self.inference_module()(images)
+
+    def clear_prompt_cache(self) -> None:
+        """Drop the cached prompt features (needed only after editing text weights through ``.data``)."""
+        if self.text is not None:
+            self.text.clear_prompt_cache()
 
     def clip_towers(self) -> dict[str, nn.Module | None]:
         return {

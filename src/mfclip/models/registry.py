@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
 DEFAULT_TYPE = "mfclip"
 # Modules whose import registers the built-in model types (a missing optional one is skipped).
 _BUILTIN_TYPE_MODULES = ("mfclip.models.mfclip", "mfclip.models.baselines")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -207,14 +210,16 @@ def model_from_config(config: StrictConfig | Mapping[str, Any]) -> Any:
 def create_model(name_or_path: str | Path, **overrides: Any) -> Any:
     """Build a model from a preset name or a YAML/JSON path, with overrides.
 
-    ``clip_weights=PATH_OR_HUB_NAME`` loads pretrained CLIP weights into the model's open_clip towers.
+    ``clip_weights=PATH_OR_HUB_NAME`` loads pretrained CLIP weights into the model's open_clip towers
+    (strictly, see :func:`~mfclip.models.weights.load_clip_weights_into`) and logs what was loaded.
     """
     clip_weights = overrides.pop("clip_weights", None)
     model = model_from_config(get_model_config(name_or_path, **overrides))
     if clip_weights:
         from mfclip.models.weights import load_clip_weights_into
 
-        load_clip_weights_into(model, clip_weights)
+        report = load_clip_weights_into(model, clip_weights)
+        logger.info("%s", report.summary())
     return model
 
 

@@ -12,16 +12,25 @@ so pretrained CLIP text weights load into it as they are. Pooling modes:
 
 Because the tower is causal, tokens after the pooled position cannot change the result; sequences are
 cut just after the last pooled position of the batch, and distinct token rows are encoded once.
+
+Prompt features computed without gradient are cached by content. The cache is keyed on every
+parameter's storage and version counter (so optimiser steps, ``copy_`` and replaced tensors invalidate
+it) and is also dropped by ``load_state_dict``, ``to``/``half``/``cuda`` and ``train``/``eval``. Writes
+through ``.data`` bypass the version counter: call :meth:`FineGrainedLanguageEncoder.clear_prompt_cache`
+after them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from open_clip.transformer import LayerNorm, QuickGELU, TextTransformer
 from torch import nn
 
 from mfclip.models.config import TextConfig
-from mfclip.prompts import CONTEXT_LENGTH, NUM_LEVELS, VOCAB_SIZE
+from mfclip.prompts import CONTEXT_LENGTH, END_OF_TEXT, NUM_LEVELS, VOCAB_SIZE
 
 
 def build_text_tower(config: TextConfig, embed_dim: int) -> TextTransformer:
@@ -45,6 +54,8 @@ class FineGrainedLanguageEncoder(nn.Module):
 
     def __init__(self, config: TextConfig, embed_dim: int) -> None:
         super().__init__()
+        self._cache: dict[bytes, torch.Tensor] = {}
+        self._cache_key: tuple | None = None
         self.config = config
         self.levels = list(config.levels)
         self.tower = build_text_tower(config, embed_dim)
@@ -69,8 +80,6 @@ class FineGrainedLanguageEncoder(nn.Module):
         if config.freeze:
             for param in self.parameters():
                 param.requires_grad_(False)
-        self._cache: dict[bytes, torch.Tensor] = {}
-        self._cache_key: tuple | None = None
 
     @property
     def output_dim(self) -> int:
@@ -112,9 +121,22 @@ class FineGrainedLanguageEncoder(nn.Module):
             sequences, pool_index = self._concat(tokens, mask)
             return self._encode_unique(sequences, pool_index, use_cache=True)
 
-    def clear_cache(self) -> None:
+    def clear_prompt_cache(self) -> None:
+        """Drop the cached prompt features."""
         self._cache.clear()
         self._cache_key = None
+
+    def train(self, mode: bool = True) -> FineGrainedLanguageEncoder:
+        self.clear_prompt_cache()
+        return super().train(mode)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> nn.Module:
+        self.clear_prompt_cache()  # to(), half(), cuda(), ...
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self.clear_prompt_cache()
+        super()._load_from_state_dict(*args, **kwargs)
 
     # ---- internals --------------------------------------------------------------------------------
     def _check(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,6 +156,9 @@ class FineGrainedLanguageEncoder(nn.Module):
         if tokens.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"prompt_tokens must be an integer tensor, got {tokens.dtype}")
         tokens = tokens.long()
+        configured = torch.zeros(NUM_LEVELS, dtype=torch.bool, device=tokens.device)
+        configured[[lvl - 1 for lvl in self.levels]] = True
+        _check_token_values(tokens, "prompt_tokens", needs_end_of_text=configured)
         if mask is None:
             mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         elif tuple(mask.shape) != tuple(tokens.shape[:2]):
@@ -148,7 +173,9 @@ class FineGrainedLanguageEncoder(nn.Module):
             raise ValueError(
                 f"prompt tokens must be integer rows of {CONTEXT_LENGTH}, got {tuple(tokens.shape)}"
             )
-        return tokens.long()
+        tokens = tokens.long()
+        _check_token_values(tokens, "prompt tokens")
+        return tokens
 
     def _used_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """(B, len(levels)) bool: levels that are configured and known; rows knowing none use all."""
@@ -182,8 +209,8 @@ class FineGrainedLanguageEncoder(nn.Module):
 
     def _weights_key(self) -> tuple:
         first = next(self.parameters())
-        versions = tuple(p._version for p in self.parameters())
-        return (first.device, first.dtype, torch.is_inference_mode_enabled(), versions)
+        states = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        return (first.device, first.dtype, torch.is_inference_mode_enabled(), states)
 
     def _encode_unique(
         self, rows: torch.Tensor, pool_index: torch.Tensor, use_cache: bool | None = None
@@ -242,3 +269,30 @@ class FineGrainedLanguageEncoder(nn.Module):
         positions = self.tower.positional_embedding.repeat(len(level_ids), 1)
         offsets = self.level_embedding[level_ids].repeat_interleave(CONTEXT_LENGTH, dim=0)
         return (positions + offsets)[:length]
+
+
+def _check_token_values(
+    tokens: torch.Tensor, name: str, needs_end_of_text: torch.Tensor | None = None
+) -> None:
+    """Token ids must lie in the CLIP vocabulary and each prompt must hold an end-of-text token.
+
+    ``needs_end_of_text`` (over the second-to-last dimension) limits the end-of-text check to some rows.
+    """
+    if tokens.numel() == 0:
+        return
+    has_end = (tokens == END_OF_TEXT).any(dim=-1)
+    if needs_end_of_text is not None:
+        has_end = has_end | ~needs_end_of_text
+    low, high, complete = torch.stack([tokens.min(), tokens.max(), has_end.all().long()]).tolist()
+    if low < 0 or high >= VOCAB_SIZE:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{name} holds token id {bad}, outside the CLIP vocabulary 0..{VOCAB_SIZE - 1}; "
+            "tokenize prompts with mfclip.prompts.tokenize"
+        )
+    if not complete:
+        where = tuple((~has_end).nonzero()[0].tolist())
+        raise ValueError(
+            f"{name}{list(where)} has no end-of-text token ({END_OF_TEXT}); "
+            "tokenize prompts with mfclip.prompts.tokenize"
+        )

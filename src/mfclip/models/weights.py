@@ -108,6 +108,7 @@ class ClipLoadReport:
     missing: dict[str, list[str]] = field(default_factory=dict)  # tower keys left as initialised
     adapted: list[str] = field(default_factory=list)  # tensors resized or transposed to fit
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # expected omissions, e.g. text weights not used
 
     def summary(self) -> str:
         towers = ", ".join(f"{name} ({count} tensors)" for name, count in self.loaded.items()) or "nothing"
@@ -117,6 +118,7 @@ class ClipLoadReport:
         for tower, keys in self.missing.items():
             lines.append(f"  {tower}: {len(keys)} tensors kept their initial values: {_preview(keys)}")
         lines.extend(f"  adapted {item}" for item in self.adapted)
+        lines.extend(f"  note: {item}" for item in self.notes)
         lines.extend(f"  warning: {item}" for item in self.warnings)
         return "\n".join(lines)
 
@@ -628,12 +630,16 @@ def load_clip_weights_into(
     With ``strict`` every tensor of every present tower must come from the checkpoint, the checkpoint must
     not hold tower tensors the model lacks, and a recorded activation or head count must match the tower;
     otherwise a :class:`CheckpointError` names the problem and nothing is loaded. With ``strict=False``
-    such problems are listed in the returned report instead. Shape mismatches are always errors, except a
-    different image size (the positional embedding grid is interpolated bicubically) and a text context
-    that is a shorter prefix or an exact multiple of the checkpoint's (truncated or repeated per segment).
+    such problems are listed in the returned report instead. One omission is never an error: a model
+    without a text tower (e.g. MFCLIP with ``losses.cmc = losses.kl = 0``) ignores the checkpoint's text
+    weights and the report notes it. A checkpoint of which no tower fits anywhere is always an error.
+    Shape mismatches are always errors, except a different image size (the positional embedding grid is
+    interpolated bicubically) and a text context that is a shorter prefix or an exact multiple of the
+    checkpoint's (truncated or repeated per segment).
     """
     weights = read_clip_weights(source)
     towers = _towers_of(model)
+    _check_something_fits(towers, weights)
     report = ClipLoadReport(source=weights.source, source_format=weights.source_format)
     used: set[str] = set()
     planned: list[tuple[str, nn.Module, dict[str, torch.Tensor]]] = []
@@ -641,12 +647,13 @@ def load_clip_weights_into(
         part = _tower_part(weights.state_dict, tower_name)
         full_names = {k: _full_key(tower_name, k) for k in part}
         if module is None:
+            if part:
+                _report_unplaced_tower(tower_name, len(part), weights, strict, report)
             continue
         if not part:
             message = (
                 f"{weights.source}: holds no {_TOWER_TITLE[tower_name]} weights (keys "
-                f"{'visual.*' if tower_name == 'visual' else 'token_embedding.weight, transformer.*, ...'}), "
-                f"but the model has one"
+                f"{_TOWER_KEYS[tower_name]}), but the model has one"
             )
             if strict:
                 raise CheckpointError(message + "; pass strict=False to keep that tower's initial weights")
@@ -670,6 +677,44 @@ def load_clip_weights_into(
 
 
 _TOWER_TITLE = {"visual": "image tower", "text": "text tower"}
+_TOWER_KEYS = {"visual": "visual.*", "text": "token_embedding.weight, transformer.*, ..."}
+
+
+def _check_something_fits(
+    towers: Mapping[str, tuple[nn.Module | None, set[str]]], weights: ClipWeights
+) -> None:
+    """Raise when no tower of the model has weights in the checkpoint (nothing would be loaded)."""
+    held = {name: len(_tower_part(weights.state_dict, name)) for name in towers}
+    if any(module is not None and held[name] for name, (module, _) in towers.items()):
+        return
+    present = [_TOWER_TITLE[name] for name, (module, _) in towers.items() if module is not None]
+    model_has = f"only an open_clip {present[0]}" if present else "no open_clip image or text tower"
+    unplaced = [
+        f"{count} {_TOWER_TITLE[name]} tensors ({_TOWER_KEYS[name]})" for name, count in held.items() if count
+    ]
+    raise CheckpointError(
+        f"{weights.source}: nothing to load: the model has {model_has}, so the checkpoint's "
+        f"{' and '.join(unplaced)} have no place in it"
+    )
+
+
+def _report_unplaced_tower(
+    tower: str, count: int, weights: ClipWeights, strict: bool, report: ClipLoadReport
+) -> None:
+    """The checkpoint holds a tower the model lacks: fine for the text tower, an error for the image one."""
+    title = _TOWER_TITLE[tower]
+    if tower == "text":
+        report.notes.append(
+            f"the model has no text tower: the checkpoint's {count} {title} tensors were not used"
+        )
+        return
+    problem = (
+        f"the checkpoint's {count} {title} tensors ({_TOWER_KEYS[tower]}) have no place: the model has no "
+        f"open_clip {title} (e.g. vision.global_branch: cvit)"
+    )
+    if strict:
+        raise CheckpointError(f"{weights.source}: {problem}; pass strict=False to load the other tower only")
+    report.warnings.append(problem)
 
 
 def _towers_of(model: Any) -> dict[str, tuple[nn.Module | None, set[str]]]:

@@ -2,17 +2,19 @@
 
 Prompt sets are data (``configs/prompts/*.yaml``). Levels:
 1 authenticity, 2 forgery type, 3 generator family, 4 generator. A real image reads the real prompt at
-every level. A fake image whose label for a level is unknown gets the previous level's prompt in that
-slot and ``False`` in the level mask, so only the levels it has are used.
+every level. A fake image whose label for a level is unknown gets, in that slot, the prompt of the level
+the set's ``fallback`` section names and ``False`` in the level mask, so only the levels it has are used.
+A forgery type or family that is neither a canonical name nor an alias warns once and counts as unknown.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import Field, PrivateAttr, model_validator
 
 from mfclip.utils.config import ConfigError, StrictConfig, load_yaml
 
@@ -20,6 +22,7 @@ NUM_LEVELS = 4
 LEVEL_NAMES = ("authenticity", "forgery_type", "family", "generator")
 CONTEXT_LENGTH = 77
 VOCAB_SIZE = 49408
+END_OF_TEXT = VOCAB_SIZE - 1  # the end-of-text token id, the largest in the vocabulary
 FORGERY_TYPES = ("entire_synthesis", "face_swap", "attribute_manipulation")
 FAMILIES = ("diffusion", "gan")
 
@@ -39,20 +42,41 @@ class GeneratorInfo(StrictConfig):
 
 
 class PromptSet(StrictConfig):
-    """A prompt set: the real prompt, the fake prompts per level, aliases and the generator table."""
+    """A prompt set: the real prompt, the fake prompts per level, fallbacks, aliases, the generator table.
+
+    ``fallback`` maps each of the levels after authenticity to an earlier level whose prompt a fake
+    image reads when its own label for that level is unknown. ``unknown_values`` are the spellings
+    (compared case-insensitively) that mean "not known", like an empty cell.
+    """
 
     name: str
     real: str
     levels: PromptLevels
+    fallback: dict[str, str]
+    unknown_values: list[str] = Field(default_factory=list)
     aliases: dict[str, dict[str, str]] = Field(default_factory=dict)
     generators: dict[str, GeneratorInfo] = Field(default_factory=dict)
+    _warned: set[tuple[str, str]] = PrivateAttr(default_factory=set)
+
+    @model_validator(mode="after")
+    def _fallbacks_point_back(self) -> PromptSet:
+        expected = set(LEVEL_NAMES[1:])
+        if set(self.fallback) != expected:
+            raise ValueError(f"fallback must name exactly the levels {', '.join(LEVEL_NAMES[1:])}")
+        for level, target in self.fallback.items():
+            if target not in LEVEL_NAMES[: LEVEL_NAMES.index(level)]:
+                raise ValueError(
+                    f"fallback.{level} must name a level before it "
+                    f"({', '.join(LEVEL_NAMES[: LEVEL_NAMES.index(level)])}), got {target!r}"
+                )
+        return self
 
     def canonical(self, kind: str, value: str | None) -> str | None:
         """Map a dataset's spelling of a forgery type or family onto the canonical name (None if empty)."""
         if value is None:
             return None
         text = str(value).strip()
-        if not text or text.lower() in ("nan", "none", "unknown"):
+        if not text or text.lower() in {v.lower() for v in self.unknown_values}:
             return None
         table = self.aliases.get(kind, {})
         for candidate in (text, text.lower()):
@@ -86,17 +110,34 @@ class PromptSet(StrictConfig):
         if int(label) != 1:
             raise ValueError(f"label must be 0 (real) or 1 (fake), got {label!r}")
         forgery_type, family, generator = self.resolve_labels(forgery_type, family, generator)
-        prompts = [self.levels.authenticity]
-        mask = [True]
-        candidates = [
-            self.levels.forgery_type.get(forgery_type) if forgery_type else None,
-            self.levels.family.get(family) if family else None,
-            self.levels.generator.format(generator=generator) if generator else None,
-        ]
-        for text in candidates:
-            mask.append(text is not None)
-            prompts.append(text if text is not None else prompts[-1])
-        return prompts, mask
+        own: dict[str, str | None] = {
+            "authenticity": self.levels.authenticity,
+            "forgery_type": self._level_prompt("forgery_type", forgery_type, self.levels.forgery_type),
+            "family": self._level_prompt("family", family, self.levels.family),
+            "generator": self.levels.generator.format(generator=generator) if generator else None,
+        }
+        prompts: dict[str, str] = {}
+        for level in LEVEL_NAMES:
+            text = own[level]
+            prompts[level] = text if text is not None else prompts[self.fallback[level]]
+        return [prompts[level] for level in LEVEL_NAMES], [own[level] is not None for level in LEVEL_NAMES]
+
+    def _level_prompt(self, kind: str, value: str | None, table: dict[str, str]) -> str | None:
+        """The prompt of a canonical value; an unrecognised value warns once and counts as unknown."""
+        if value is None:
+            return None
+        if value in table:
+            return table[value]
+        if (kind, value) not in self._warned:
+            self._warned.add((kind, value))
+            aliases = sorted(self.aliases.get(kind, {}))
+            warnings.warn(
+                f"prompt set {self.name!r}: unrecognised {kind} {value!r}, its prompt level is treated as "
+                f"unknown; accepted: {', '.join(table)} or an alias ({', '.join(aliases) or 'none'})",
+                UserWarning,
+                stacklevel=3,
+            )
+        return None
 
     def all_prompts(self) -> list[str]:
         """Every distinct prompt this set can produce for the generators it lists."""
