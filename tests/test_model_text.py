@@ -255,6 +255,11 @@ def test_unknown_levels_fall_back_as_the_prompt_set_says(tmp_path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"fallback\.family must name a level before it"):
         load_prompt_set(str(path))
+    # A set without a fallback section falls back to the level just before each one.
+    del data["fallback"]
+    path = tmp_path / "no-fallback.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_prompt_set(str(path)).fallback == prompt_set.fallback
 
 
 def test_unrecognised_forgery_types_and_families_warn_once_per_value() -> None:

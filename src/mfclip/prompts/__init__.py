@@ -41,18 +41,23 @@ class GeneratorInfo(StrictConfig):
     family: str | None = None
 
 
+# Each level falls back to the one before it unless a prompt set says otherwise.
+DEFAULT_FALLBACK = {"forgery_type": "authenticity", "family": "forgery_type", "generator": "family"}
+
+
 class PromptSet(StrictConfig):
     """A prompt set: the real prompt, the fake prompts per level, fallbacks, aliases, the generator table.
 
     ``fallback`` maps each of the levels after authenticity to an earlier level whose prompt a fake
-    image reads when its own label for that level is unknown. ``unknown_values`` are the spellings
-    (compared case-insensitively) that mean "not known", like an empty cell.
+    image reads when its own label for that level is unknown (default: the level just before it).
+    ``unknown_values`` are the spellings (compared case-insensitively) that mean "not known", like an
+    empty cell.
     """
 
     name: str
     real: str
     levels: PromptLevels
-    fallback: dict[str, str]
+    fallback: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_FALLBACK))
     unknown_values: list[str] = Field(default_factory=list)
     aliases: dict[str, dict[str, str]] = Field(default_factory=dict)
     generators: dict[str, GeneratorInfo] = Field(default_factory=dict)
