@@ -438,10 +438,11 @@ def validate_manifest(
 
 
 def _check_vocabulary(df: pd.DataFrame, rows: np.ndarray, labels: list[int | None], prompt_set, add) -> None:
-    from mfclip.prompts import FAMILIES, FORGERY_TYPES, load_prompt_set
+    from mfclip.prompts import load_prompt_set
 
     prompts = load_prompt_set(prompt_set) if isinstance(prompt_set, str) else prompt_set
-    known = {"forgery_type": set(FORGERY_TYPES), "family": set(FAMILIES)}
+    # The prompt set's own vocabulary: a custom set may name other forgery types or families.
+    known = {"forgery_type": set(prompts.levels.forgery_type), "family": set(prompts.levels.family)}
     for column, vocabulary in known.items():
         if column not in df.columns:
             continue
