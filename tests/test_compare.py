@@ -11,7 +11,7 @@ import torch
 from mfclip.engine.compare import CompareEntry, compare, experiment_path, list_experiments, resolve_entry
 from mfclip.engine.config import load_train_config
 from mfclip.models.registry import create_model
-from mfclip.prompts import CONTEXT_LENGTH, NUM_LEVELS
+from mfclip.prompts import CONTEXT_LENGTH, END_OF_TEXT, NUM_LEVELS
 from mfclip.utils.config import ConfigError
 
 # Each switch of SPEC §5 and the override its experiment sets (the full model is the reference row).
@@ -53,6 +53,7 @@ def test_experiment_presets_validate_and_build_their_model_shrunk_to_tiny(name: 
     model = create_model("mfclip-tiny", **config.model.overrides).train()
     images = torch.rand(4, 3, 64, 64)
     tokens = torch.randint(1, 400, (4, NUM_LEVELS, CONTEXT_LENGTH))
+    tokens[..., -1] = END_OF_TEXT  # every prompt ends as the tokenizer ends it
     mask = torch.ones(4, NUM_LEVELS, dtype=torch.bool)
     output = model(images, tokens, mask) if model.uses_text() else model(images)
     losses = model.compute_loss(output, torch.tensor([0, 1, 0, 1]))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import mfclip.engine.demo as demo_module
 from mfclip.engine.demo import run_demo
 from mfclip.utils.config import ConfigError
 
@@ -51,7 +53,10 @@ def test_fast_demo_runs_end_to_end_and_resumes(tmp_path: Path, monkeypatch: pyte
         raise AssertionError("the demo retrained a finished run")
 
     monkeypatch.setattr(train_module, "train", no_training)
-    again = run_demo(out, fast=True, workers=1, echo=lambda line: None)
+    monkeypatch.setattr(demo_module, "SLOW_SECONDS", 0.0)  # every run counts as slow: the note is printed
+    lines.clear()
+    again = run_demo(out, fast=True, workers=1, echo=lines.append)
+    assert lines[-1].startswith("Note: this demo took") and "idle machine" in lines[-1]
     assert {run.status for run in again.comparison.runs} == {"reused"}
     pd.testing.assert_frame_equal(again.summary, result.summary)
     resumed = json.loads((out / "demo.json").read_text(encoding="utf-8"))
@@ -64,3 +69,22 @@ def test_demo_rejects_a_bad_baseline(tmp_path: Path) -> None:
         run_demo(tmp_path, fast=True, baseline="cnn-huge")
     with pytest.raises(ConfigError, match="must differ"):
         run_demo(tmp_path, fast=True, baseline="mfclip-tiny")
+
+
+def test_demo_refuses_an_out_folder_of_another_demo(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    (full / "data").mkdir(parents=True)
+    (full / "data" / "synth.json").write_text(json.dumps({"seed": 0, "size": 3000, "image_size": 64}))
+    with pytest.raises(
+        ConfigError,
+        match=rf"other settings \(size 3000.*use another --out, or delete {re.escape(str(full))}$",
+    ):
+        run_demo(full, fast=True)
+    stray = tmp_path / "stray"
+    (stray / "data").mkdir(parents=True)
+    (stray / "data" / "notes.txt").write_text("not a benchmark")
+    with pytest.raises(
+        ConfigError,
+        match=rf"holds files of another run.*use another --out, or delete {re.escape(str(stray))}$",
+    ):
+        run_demo(stray, fast=True)

@@ -304,3 +304,24 @@ def test_cli_eval_prints_the_table_and_where_it_wrote(
         main(["eval", "--checkpoint", str(run_dir / "best"), "--protocol", "no-such-protocol"])
     assert exit_info.value.code == 2
     assert "protocol 'no-such-protocol' not found" in capsys.readouterr().err
+
+
+def test_a_run_directory_means_its_best_model(
+    dataset: Path, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mfclip.cli.main import main
+
+    args = ["--manifest", str(dataset / "manifest.csv"), "--out", str(tmp_path / "cli"), "--no-plots"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--checkpoint", str(run_dir), *args, "--no-progress", "--workers", "0"])
+    assert exit_info.value.code == 0
+    output = "".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert f"isatrainingrun:scoreditsbestmodel{run_dir / 'best'}" in output
+    evaluation = json.loads((tmp_path / "cli" / "evaluation.json").read_text())
+    assert evaluation["checkpoint"] == str(run_dir / "best")
+
+    unvalidated = tmp_path / "unvalidated"
+    (unvalidated / "checkpoints").mkdir(parents=True)
+    (unvalidated / "config.yaml").write_text("{}", encoding="utf-8")
+    with pytest.raises(EvaluationError, match=r"unvalidated: this training run has no best/ model"):
+        evaluate(unvalidated, manifest=dataset / "manifest.csv")

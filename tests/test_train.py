@@ -22,8 +22,15 @@ from mfclip.engine.train import TrainingInterrupted, train_from_args
 from mfclip.models.checkpoint import load_checkpoint
 from train_toy import SMALL, write_toy_dataset, write_toy_protocol
 
-# Two epochs of two batches (18 rows of a variant, batch 8), last.ckpt after every step.
-RUN = [*SMALL, "trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=1"]
+# Two epochs of four batches of 4 (18 rows of a variant), two accumulated per optimizer step (an effective
+# batch of 8): 4 steps, last.ckpt after every step.
+RUN = [
+    *SMALL,
+    "data.batch_size=4",
+    "trainer.accumulate_grad_batches=2",
+    "trainer.max_epochs=2",
+    "trainer.checkpoint_every_n_steps=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +87,16 @@ def test_cli_trains_every_variant_into_a_complete_run_directory(variant_runs: Pa
 
 
 class StopAtStep(L.Callback):
-    """Presses Ctrl-C when the trainer is about to run optimizer step ``step + 1``."""
+    """Presses Ctrl-C before the last batch of optimizer step ``step + 1``: mid gradient accumulation."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step == self.step:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        last_of_step = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if trainer.global_step == self.step and last_of_step:
             raise KeyboardInterrupt
 
 
@@ -95,7 +105,8 @@ def test_interrupted_run_keeps_its_checkpoint_and_resumes_exactly(
 ) -> None:
     run = tmp_path / "interrupted"
     handler = signal.getsignal(signal.SIGINT)
-    # Ctrl-C before step 4 of 4, mid second epoch: the last checkpoint is the one written after step 3.
+    # Ctrl-C halfway through step 4 of 4 (its first batch is accumulated, its second not yet run): the last
+    # checkpoint is the one written after step 3, and the resumed run redoes the whole of step 4.
     with pytest.raises(TrainingInterrupted, match="--resume"):
         train_from_args(
             "tiny", RUN, protocol=str(toy), variant="sdxl", out=str(run), callbacks=[StopAtStep(3)]
@@ -119,4 +130,31 @@ def test_interrupted_run_keeps_its_checkpoint_and_resumes_exactly(
     expected = json.loads((reference / "train_summary.json").read_text())
     assert summary["best_val_metrics"] == pytest.approx(expected["best_val_metrics"], abs=1e-6)
     assert summary["global_step"] == expected["global_step"] == 4
+    assert (run / "best" / "model.safetensors").is_file()
+
+
+class RecordPrecision(L.Callback):
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.precision = trainer.precision
+
+
+def test_bf16_early_stopping_and_tensorboard(toy: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    run = tmp_path / "bf16"
+    # No AUC can improve by more than 1, so the second validation stops the run (patience 1).
+    options = [
+        *(o for o in SMALL if o != "logging.tensorboard=false"),
+        "trainer.max_epochs=3",
+        "trainer.precision=bf16-mixed",
+        "trainer.early_stopping={patience: 1, min_delta: 1.0}",
+        "logging.tensorboard=true",
+    ]
+    precision = RecordPrecision()
+    (result,) = train_from_args(
+        "tiny", options, protocol=str(toy), variant="sdxl", out=str(run), callbacks=[precision]
+    )
+    assert precision.precision == "bf16-mixed"
+    assert result.status == "completed" and result.stopped_early
+    assert result.epochs == 2 and result.global_step == 4
+    assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "best" / "model.safetensors").is_file()

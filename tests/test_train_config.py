@@ -93,6 +93,45 @@ def test_cli_reports_config_errors_and_prints_the_resolved_config(
     )
 
 
+def test_print_config_checks_the_protocol_and_the_model_as_training_would(
+    capsys: pytest.CaptureFixture[str], toy: Path
+) -> None:
+    misspelt = _protocol(toy, "misspelt", {"train": {"split": "train"}, "tset": {"a": {"split": "test"}}})
+    assert run_app(app, ["train", "-c", "tiny", "--protocol", misspelt, "--print-config"]) == 2
+    assert "unknown key 'tset'; did you mean 'test'?" in capsys.readouterr().err
+    bad_model = ["train", "-c", "tiny", "--manifest", "m.csv", "--print-config", "model.overrides.spa.mdoe=x"]
+    assert run_app(app, bad_model) == 2
+    assert "unknown key 'spa.mdoe'; did you mean 'mode'?" in capsys.readouterr().err
+
+
+def test_a_bundled_protocol_without_data_dir_asks_for_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_app(app, ["train", "--config", "tiny", "--protocol", "synthetic"]) == 2
+    assert (
+        "protocol 'synthetic' needs --data-dir DIR (the folder holding manifest.csv)"
+        in capsys.readouterr().err
+    )
+
+
+def test_only_rank_zero_reports_the_finished_run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from types import SimpleNamespace
+
+    import mfclip.engine.train as engine
+
+    finished = SimpleNamespace(
+        best_val_auc=0.9, variant=None, status="completed", global_step=4, epochs=2, run_dir=tmp_path
+    )
+    finished.best_checkpoint_dir = tmp_path / "best"
+    monkeypatch.setattr(engine, "train_from_args", lambda *args, **kwargs: [finished])
+    for variable in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(variable, raising=False)
+    for rank, reported in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        assert run_app(app, ["train", "-c", "tiny", "--manifest", "m.csv"]) == 0
+        assert ("completed: 4 steps, 2 epochs, best val AUC 0.9000" in capsys.readouterr().out) is reported
+
+
 def test_resume_arguments_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such run directory"):
         compose_config(resume=tmp_path / "nowhere")

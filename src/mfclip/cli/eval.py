@@ -13,7 +13,10 @@ def register(app: typer.Typer) -> None:
 
 def eval_command(
     checkpoint: Path = typer.Option(
-        ..., "--checkpoint", "-c", help="Checkpoint directory (RUN/best) or a Lightning .ckpt file."
+        ...,
+        "--checkpoint",
+        "-c",
+        help="Checkpoint directory, Lightning .ckpt file, or training run directory (scores RUN/best).",
     ),
     protocol: str = typer.Option(
         None,
@@ -91,7 +94,7 @@ def eval_command(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Evaluation of {checkpoint}")
+    table = Table(title=f"Evaluation of {result.checkpoint or checkpoint}")
     table.add_column("test set", no_wrap=True)
     metrics = ("auc", "ap", "eer", "acc")
     for metric in metrics:
@@ -101,6 +104,8 @@ def eval_command(
         overall = values["overall"]
         table.add_row(name, *(format_value(overall.get(m)) for m in metrics), str(overall.get("n")))
     console = Console()
+    if result.checkpoint is not None and result.checkpoint != checkpoint:
+        console.print(f"{checkpoint} is a training run: scored its best model {result.checkpoint}")
     console.print(table)
     if result.resumed:
         console.print(f"{len(result.resumed)} test set(s) were already complete and kept.")

@@ -53,13 +53,21 @@ def register(app: typer.Typer) -> None:
             None, "--out", "-o", help="Run directory (default: runs/<name>-<timestamp>)."
         ),
         print_config: bool = typer.Option(
-            False, "--print-config", help="Print the resolved config as YAML and exit."
+            False,
+            "--print-config",
+            help="Check the config (protocol, model) and print it resolved as YAML; trains nothing.",
         ),
     ) -> None:
         """Train a detector; writes checkpoints, logs and the best model (RUN/best) into a run directory."""
         import sys
 
-        from mfclip.engine.train import TrainingInterrupted, compose_config, train_from_args
+        from mfclip.engine.distributed import is_launch_rank_zero
+        from mfclip.engine.train import (
+            TrainingInterrupted,
+            check_config,
+            compose_config,
+            train_from_args,
+        )
 
         options = {
             "protocol": protocol,
@@ -71,13 +79,18 @@ def register(app: typer.Typer) -> None:
             "resume": resume,
         }
         if print_config:
-            typer.echo(compose_config(config, overrides or [], **options).to_yaml(), nl=False)
+            resolved = compose_config(config, overrides or [], **options)
+            check_config(resolved)
+            typer.echo(resolved.to_yaml(), nl=False)
             return
         try:
             results = train_from_args(config, overrides or [], argv=list(sys.argv), **options)
         except TrainingInterrupted as exc:
-            typer.echo(f"Interrupted: {exc}", err=True)
+            if is_launch_rank_zero():
+                typer.echo(f"Interrupted: {exc}", err=True)
             raise typer.Exit(130) from None
+        if not is_launch_rank_zero():
+            return  # every process of a multi-process run trains; rank 0 reports
         for result in results:
             auc = f"{result.best_val_auc:.4f}" if result.best_val_auc is not None else "n/a"
             label = f"[{result.variant}] " if result.variant else ""

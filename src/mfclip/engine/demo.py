@@ -60,6 +60,7 @@ FAST = {
 }
 COMMON_OVERRIDES = ("logging.tensorboard=false",)
 EXAMPLES_PER_KIND = 2  # images shown per kind (real, seen fake, unseen fake) in the report
+SLOW_SECONDS = 600.0  # a demo slower than this gets a note on what may have slowed it
 
 
 @dataclass
@@ -91,7 +92,7 @@ def run_demo(
     ``size`` images (default 3000; 120 with ``fast``) of ``image_size`` pixels are generated with
     ``seed``; ``baseline`` is any model preset trained next to ``mfclip-tiny``.
     """
-    from mfclip.data.synth import generate_benchmark
+    from mfclip.data.synth import SynthError, generate_benchmark
     from mfclip.models.registry import list_models
 
     if baseline not in list_models():
@@ -107,9 +108,16 @@ def run_demo(
 
     echo(f"[1/4] SYNTHETIC benchmark: {size} images of {image_size} px (seed {seed}) -> {out / 'data'}")
     tick = time.perf_counter()
-    data = generate_benchmark(
-        out / "data", seed=seed, size=size, image_size=image_size, workers=workers, progress=not fast
-    )
+    _check_reusable(out, {"size": size, "image_size": image_size, "seed": seed})
+    try:
+        data = generate_benchmark(
+            out / "data", seed=seed, size=size, image_size=image_size, workers=workers, progress=not fast
+        )
+    except SynthError:
+        raise ConfigError(
+            f"{out / 'data'} holds files of another run, not this demo's benchmark; use another --out, "
+            f"or delete {out}"
+        ) from None
     seconds["data"] = time.perf_counter() - tick
 
     echo(f"[2/4] training {MODEL} and {baseline} on the seen generators, evaluating seen and unseen")
@@ -170,7 +178,35 @@ def run_demo(
     )
     result = DemoResult(out, report_path, comparison, summary, examples, seconds, files)
     _print_summary(result, echo)
+    if seconds["total"] > SLOW_SECONDS:
+        echo(_slow_run_note(seconds["total"]))
     return result
+
+
+def _check_reusable(out: Path, settings: dict[str, int]) -> None:
+    """Refuse an ``out`` whose benchmark was generated with other settings (it is never overwritten)."""
+    recorded = _recorded(out / "data" / "synth.json") or _recorded(out / "demo.json")
+    differing = {key: recorded[key] for key, value in settings.items() if recorded.get(key, value) != value}
+    if differing:
+        made = ", ".join(f"{key} {recorded[key]}" for key in settings if key in recorded)
+        wanted = ", ".join(f"{key} {value}" for key, value in settings.items())
+        raise ConfigError(
+            f"{out}: holds a demo made with other settings ({made}; this run: {wanted}); use another --out, "
+            f"or delete {out}"
+        )
+
+
+def _slow_run_note(total: float) -> str:
+    """Why a demo took longer than usual: other processes competing for the CPU, when the load says so."""
+    note = f"Note: this demo took {total / 60:.0f} min, far longer than on an idle machine (~3 min)"
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on every platform
+        return note + "."
+    cores = _cores()
+    if load > cores:
+        return note + f": the machine looked busy (load average {load:.1f} on {cores} core(s))."
+    return note + f" (load average now {load:.1f} on {cores} core(s))."
 
 
 # ---------------------------------------------------------------------------------------------------

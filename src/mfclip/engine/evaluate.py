@@ -73,6 +73,7 @@ class EvalResult:
 
     out_dir: Path
     metrics: dict[str, dict[str, Any]]
+    checkpoint: Path | None = None  # the checkpoint scored (RUN/best when given a run directory)
     scored: list[str] = field(default_factory=list)  # test sets scored by this call
     resumed: list[str] = field(default_factory=list)  # complete before this call: skipped
     files: dict[str, Path] = field(default_factory=dict)  # run-level files: metrics, report, roc, robustness
@@ -198,6 +199,23 @@ def default_eval_dir(checkpoint: str | Path) -> Path:
 
 def _is_run_dir(path: Path) -> bool:
     return any((path / name).exists() for name in ("config.yaml", "train_summary.json", "checkpoints"))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint ``path`` names: itself, or ``RUN/best`` for a training run directory ``RUN``."""
+    path = Path(path)
+    if not path.exists():
+        raise EvaluationError(f"{path}: no such checkpoint")
+    if not path.is_dir() or (path / "config.json").is_file() or not _is_run_dir(path):
+        return path
+    best = path / "best"
+    if not best.is_dir():
+        raise EvaluationError(
+            f"{path}: this training run has no best/ model yet (it never validated); pass a Lightning "
+            f"checkpoint instead, e.g. --checkpoint {path / 'checkpoints' / 'last.ckpt'}"
+        )
+    logger.info("%s is a training run: evaluating its best model %s", path, best)
+    return best
 
 
 def checkpoint_fingerprint(checkpoint: str | Path) -> str:
@@ -433,6 +451,8 @@ def evaluate(
 ) -> EvalResult:
     """Score a checkpoint on every test set of ``protocol`` (or the ``split`` rows of ``manifest``).
 
+    ``checkpoint_dir`` is a checkpoint directory, a Lightning ``.ckpt`` file, or a training run directory
+    (its ``best/`` model is scored).
     Writes ``<out_dir>/<test_set>/{predictions.parquet, metrics.json, report.md, roc.png, histogram.png}``
     and the run-level ``metrics.json``, ``report.md``, ``roc.png`` (plus ``robustness.md`` with
     degradations); ``out_dir`` defaults to ``RUN/eval`` for ``RUN/best`` (see :func:`default_eval_dir`).
@@ -446,9 +466,7 @@ def evaluate(
 
     if batch_size < 1:
         raise EvaluationError(f"batch size must be >= 1, got {batch_size}")
-    checkpoint_dir = Path(checkpoint_dir)
-    if not checkpoint_dir.exists():
-        raise EvaluationError(f"{checkpoint_dir}: no such checkpoint")
+    checkpoint_dir = resolve_checkpoint(checkpoint_dir)
     model, metadata = load_checkpoint(checkpoint_dir, map_location="cpu")
     if protocol is None and manifest is None:
         trained = training_data(checkpoint_dir)
@@ -485,7 +503,7 @@ def evaluate(
     )
     fingerprint = checkpoint_fingerprint(checkpoint_dir)
     metric_settings = {"group_by": list(group_by), "bootstrap": int(bootstrap), "seed": int(seed)}
-    result = EvalResult(out_dir=out, metrics={})
+    result = EvalResult(out_dir=out, metrics={}, checkpoint=checkpoint_dir)
     for test_set in test_sets:
         directory = out / safe_name(test_set.name)
         scoring = {

@@ -181,7 +181,20 @@ class Protocol(StrictConfig):
             return relative
         if data_dir is None:
             data_dir = Path(self.source).parent if self.source else Path.cwd()
+            path = Path(data_dir) / relative
+            if self.is_bundled and not path.exists():
+                # The bundled protocols ship without data: the manifest lives wherever the user put it.
+                raise ConfigError(
+                    f"protocol {Path(str(self.source)).stem!r} needs --data-dir DIR (the folder holding "
+                    f"{relative})"
+                )
+            return path
         return Path(data_dir) / relative
+
+    @property
+    def is_bundled(self) -> bool:
+        """Whether this protocol is one of mfclip's own (``configs/protocols/``)."""
+        return self.source is not None and Path(self.source).resolve().parent == PROTOCOL_DIR
 
 
 def list_protocols() -> list[str]:

@@ -150,6 +150,15 @@ def build_model(config: TrainConfig, load_clip_weights: bool = True) -> Any:
     return model
 
 
+def check_config(config: TrainConfig) -> None:
+    """Raise the errors training would raise on ``config``'s protocol and model, without data or weights."""
+    from mfclip.engine.datamodule import resolve_protocol
+    from mfclip.models.registry import get_model_config
+
+    resolve_protocol(config.data)
+    get_model_config(config.model.name, **dict(config.model.overrides))
+
+
 def build_loggers(config: TrainConfig, run_dir: Path) -> list[Any]:
     """The loggers ``config.logging`` enables, writing under ``RUN/logs``."""
     from lightning.pytorch import loggers
