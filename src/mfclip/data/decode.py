@@ -32,6 +32,12 @@ def is_image_path(path: str | Path) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
+def bomb_pixels(error: Exception) -> int | None:
+    """The pixel count stated in Pillow's ``DecompressionBombError`` message, when it gives one."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return int(found.group(1)) if found else None
+
+
 def load_image(
     source: str | Path | bytes | io.IOBase,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -80,8 +86,8 @@ def load_image(
         raise ImageDecodeError(label, "not a recognised image format") from None
     except Image.DecompressionBombError as exc:
         # Pillow refuses images above twice its own limit before our check can see the size.
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"image is {found.group(1)} pixels" if found else "image is too large"
+        pixels = bomb_pixels(exc)
+        size = f"image is {pixels} pixels" if pixels is not None else "image is too large"
         limit = min(max_pixels or 2**63, 2 * (Image.MAX_IMAGE_PIXELS or 0))
         message = f"{size}, above the limit {limit} (possible decompression bomb)"
         raise ImageDecodeError(label, message) from None

@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfclip import __version__
-from mfclip.data.decode import ImageDecodeError, load_image
+from mfclip.data.decode import ImageDecodeError, bomb_pixels, load_image
 from mfclip.serve.batching import ModelRunner
 from mfclip.serve.uploads import SUPPORTED_IMAGE_FORMATS, describe_non_image, sniff_image_format
 from mfclip.utils.config import StrictConfig
@@ -142,12 +142,6 @@ class BodyLimit:
             await JSONResponse({"detail": exc.detail}, status_code=exc.status_code)(scope, receive, send)
 
 
-def _declared_pixels(message: str) -> int | None:
-    """The pixel count in PIL's decompression-bomb message, when it gives one."""
-    match = re.search(r"\((\d+) pixels\)", message)
-    return int(match.group(1)) if match else None
-
-
 def _undecodable(kind: str, exc: Exception) -> str:
     """Why a file whose magic bytes say ``kind`` could not be opened, without PIL's object reprs."""
     reason = (
@@ -227,7 +221,7 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
                 width, height = probe.size
         except Image.DecompressionBombError as exc:
             # PIL refuses headers above ~179 MP before we can read the size: still a pixel-limit refusal.
-            declared = _declared_pixels(str(exc))
+            declared = bomb_pixels(exc)
             size = f"{declared} pixels, above" if declared is not None else "above"
             raise _UploadError(413, f"{name}: image is {size} the limit of {settings.max_pixels}") from None
         except Exception as exc:
