@@ -21,12 +21,12 @@ from typing import Any
 
 import pandas as pd
 
+from mfclip.engine.config import bundled_experiment, list_experiments
 from mfclip.utils.config import ConfigError, closest
 from mfclip.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 COMPARED_METRICS = ("auc", "ap", "eer")
 # Settings that may differ when a finished run is reused: where output goes and how it is shown or loaded.
 _IGNORED_SECTIONS = ("output", "logging")
@@ -36,15 +36,10 @@ _IGNORED_KEYS = {
 }
 
 
-def list_experiments() -> list[str]:
-    """Names of the bundled experiment presets (``configs/experiments/*.yaml``)."""
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-
-
 def experiment_path(name: str) -> Path:
     """The YAML file of a bundled experiment preset."""
-    path = EXPERIMENTS_DIR / f"{name.removeprefix('experiments/')}.yaml"
-    if not path.is_file():
+    path = bundled_experiment(name)
+    if path is None:
         names = list_experiments()
         hint = closest(name, names)
         suggestion = f"; did you mean {hint!r}?" if hint else ""

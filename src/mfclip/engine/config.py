@@ -18,6 +18,7 @@ from mfclip.data.transforms import AugmentConfig, Interpolation, ResizeMode
 from mfclip.utils.config import ConfigError, StrictConfig, apply_overrides, closest, load_yaml
 
 TRAIN_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "configs" / "experiments"
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
@@ -192,6 +193,17 @@ def list_train_presets() -> list[str]:
     return sorted(p.stem for p in TRAIN_CONFIG_DIR.glob("*.yaml"))
 
 
+def list_experiments() -> list[str]:
+    """Names of the bundled experiment presets (``configs/experiments/*.yaml``)."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def bundled_experiment(name: str) -> Path | None:
+    """The YAML file of an experiment preset (``NAME`` or ``experiments/NAME``), or None."""
+    path = EXPERIMENTS_DIR / f"{name.removeprefix('experiments/')}.yaml"
+    return path if path.is_file() else None
+
+
 def train_preset_path(name_or_path: str | Path) -> Path:
     """The YAML file of a bundled preset name, or the given path when it is a file."""
     path = Path(name_or_path)
@@ -201,10 +213,8 @@ def train_preset_path(name_or_path: str | Path) -> Path:
     bundled = TRAIN_CONFIG_DIR / f"{text}.yaml"
     if bundled.is_file():
         return bundled
-    from mfclip.engine.compare import EXPERIMENTS_DIR, list_experiments
-
-    experiment = EXPERIMENTS_DIR / f"{text.removeprefix('experiments/')}.yaml"
-    if experiment.is_file():
+    experiment = bundled_experiment(text)
+    if experiment is not None:
         return experiment
     if text.endswith((".yaml", ".yml")) or ("/" in text and not text.startswith("experiments/")):
         raise ConfigError(f"{text}: training config file not found")
