@@ -297,3 +297,35 @@ def build_diffusionface_tree(root: Path) -> None:
     write_image(root / "DiffAE/6.png", 6)
     write_image(root / "Other_Model/7.png", 7)
     write_text(root / "Text2Img/SDXL/prompts.txt", "a face")
+
+
+def build_folder_tree_with_link_problems(root: Path, outside: Path) -> dict[str, str]:
+    """A real/ and fake/ tree holding every kind of link and hidden entry the folder-walking rules name.
+
+    Returns the expected skipped entries (path relative to ``root`` → reason); the usable images are
+    ``real/a.png``, ``fake/SDXL/b.png`` and ``fake/linked/c.png`` (a link to a folder outside the root).
+    """
+    from mfclip.data import paths
+
+    write_image(root / "real/a.png", 1)
+    write_image(root / "fake/SDXL/b.png", 2)
+    write_image(outside / "c.png", 3)
+    (root / "fake/linked").symlink_to(outside, target_is_directory=True)
+    (root / "real/loop").symlink_to(root / "real", target_is_directory=True)  # a folder inside itself
+    (root / "fake/SDXL/up").symlink_to(root, target_is_directory=True)  # the root, from below
+    (root / "fake/SDXL_again").symlink_to(root / "fake/SDXL", target_is_directory=True)  # a second path
+    (root / "real/dangling.png").symlink_to(root / "nowhere.png")
+    (root / "real/self.png").symlink_to(root / "real/self.png")
+    write_image(root / "real/.hidden.png", 4)
+    write_text(root / "real/._a.png", "macOS resource fork, not an image")
+    write_image(root / ".cache/x.png", 5)
+    return {
+        ".cache/": paths.HIDDEN,
+        "fake/SDXL/up": paths.DIRECTORY_CYCLE,
+        "fake/SDXL_again": paths.already_scanned("fake/SDXL/"),
+        "real/._a.png": paths.HIDDEN,
+        "real/.hidden.png": paths.HIDDEN,
+        "real/dangling.png": paths.BROKEN_LINK,
+        "real/loop": paths.DIRECTORY_CYCLE,
+        "real/self.png": paths.LINK_LOOP,
+    }

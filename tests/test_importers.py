@@ -17,6 +17,7 @@ from data_trees import (
     build_diffusionface_tree,
     build_ffpp_tree,
     build_folder_tree,
+    build_folder_tree_with_link_problems,
     build_folder_tree_with_odd_names,
     build_genface_tree,
     write_bad_images,
@@ -438,6 +439,39 @@ def test_non_utf8_names_are_skipped_and_links_followed(tmp_path: Path) -> None:
         row["path"]: row["reason"] for row in csv.DictReader(result.skipped_path.open(encoding="utf-8"))
     }
     assert logged == reasons
+
+
+def test_link_problems_and_hidden_entries_are_listed_with_their_reasons(tmp_path: Path) -> None:
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    expected = build_folder_tree_with_link_problems(root, outside)
+    result = run_import("folder", root, tmp_path / "m.csv", default_split="train")
+    assert sorted(by_path(result)) == ["fake/SDXL/b.png", "fake/linked/c.png", "real/a.png"]
+    logged = {
+        row["path"]: row["reason"] for row in csv.DictReader(result.skipped_path.open(encoding="utf-8"))
+    }
+    assert logged == expected
+    assert (
+        len(set(logged.values())) == 5
+    )  # cycles, second paths, broken links, link loops, hidden: each its own
+
+
+def test_every_folder_walker_follows_the_same_rules(tmp_path: Path) -> None:
+    """Importers, face preprocessing and predict find the same images in the same tree."""
+    from mfclip.face.pipeline import sources_from_paths
+    from mfclip.inference.predict import collect_inputs
+
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    build_folder_tree_with_link_problems(root, outside)
+    imported = {row["path"] for row in import_dataset("folder", root, default_split="train").rows}
+    preprocessed = {
+        Path(s.display).relative_to(root).as_posix()
+        for s in sources_from_paths([root])
+        if s.kind == "image" and not s.problem
+    }
+    predicted = {Path(p).relative_to(root).as_posix() for p in collect_inputs([root])}
+    assert imported == preprocessed == {"fake/SDXL/b.png", "fake/linked/c.png", "real/a.png"}
+    # predict also keeps the broken and looping links, so that each gets a row with its error
+    assert predicted == imported | {"real/dangling.png", "real/self.png"}
 
 
 def test_unreadable_folders_are_recorded_as_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from mfclip.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, load_image
-from mfclip.data.paths import display_path, has_valid_name
+from mfclip.data.paths import HIDDEN, INVALID_FOLDER_NAME, display_path, walk
 from mfclip.data.video import VIDEO_EXTENSIONS, VideoDecodeError, is_video_path, sample_frames
 from mfclip.face.alignment import align_face, crop_face
 from mfclip.face.detectors import FaceBox, FaceDetector, get_detector
@@ -259,7 +259,8 @@ def sources_from_paths(
         for relative, kind, reason in unusable:
             entry = given / relative
             display = str(raw) if relative == Path(".") else display_path(entry)
-            sources.append(Source(entry.resolve(), display, kind, dict(labels), problem=reason))
+            # Not resolved: the entry may be a link that loops or leads nowhere.
+            sources.append(Source(Path(os.path.abspath(entry)), display, kind, dict(labels), problem=reason))
     return _unique(sources)
 
 
@@ -271,38 +272,26 @@ def _walk(
     folder: Path, excluded: Path | None
 ) -> tuple[list[Path], list[Path], list[tuple[Path, SourceKind, str]]]:
     """Sub-folders (``.`` first) and image / video files below ``folder``, relative to it, sorted; and
-    the entries that cannot be used: (relative path, kind, reason)."""
+    the entries that cannot be used: (relative path, kind, reason). The folder-walking rules (links,
+    hidden entries) are those of :mod:`mfclip.data.paths`."""
     wanted = (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS)
-    folders: list[Path] = []
+    folders: list[Path] = [Path(".")]
     files: list[Path] = []
     unusable: list[tuple[Path, SourceKind, str]] = []
 
-    def unlistable(error: OSError) -> None:
-        where = Path(error.filename).relative_to(folder) if error.filename else Path(".")
-        unusable.append((where, "folder", f"cannot list folder ({error.strerror or error})"))
+    def skip(path: Path, reason: str) -> None:
+        is_folder = path == folder or os.path.isdir(path) or reason == INVALID_FOLDER_NAME
+        if reason == HIDDEN or (not is_folder and not path.name.lower().endswith(wanted)):
+            return  # hidden entries and files that are neither images nor videos are not inputs
+        kind: SourceKind = "folder" if is_folder else _kind_of(path)
+        unusable.append((path.relative_to(folder), kind, reason))
 
-    for root, dirs, names in os.walk(folder, onerror=unlistable):
-        here = Path(root)
-        folders.append(here.relative_to(folder))
-        kept = []
-        for name in sorted(dirs):
-            if name.startswith(".") or (excluded is not None and (here / name).resolve() == excluded):
-                continue
-            if has_valid_name(name):
-                kept.append(name)
-            else:
-                unusable.append(
-                    ((here / name).relative_to(folder), "folder", "folder name is not valid UTF-8")
-                )
-        dirs[:] = kept
-        for name in sorted(names):
-            if name.startswith(".") or not name.lower().endswith(wanted):
-                continue
-            relative = (here / name).relative_to(folder)
-            if has_valid_name(name):
-                files.append(relative)
-            else:
-                unusable.append((relative, _kind_of(relative), "file name is not valid UTF-8"))
+    for entry in walk(folder, skip, exclude=[excluded] if excluded is not None else ()):
+        relative = entry.path.relative_to(folder)
+        if entry.is_dir:
+            folders.append(relative)
+        elif entry.path.name.lower().endswith(wanted):
+            files.append(relative)
     return folders, files, unusable
 
 

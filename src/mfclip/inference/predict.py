@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mfclip.data.decode import ImageDecodeError, is_image_path
+from mfclip.data.paths import BROKEN_LINK, LINK_LOOP, walk_files
 from mfclip.data.video import VideoDecodeError, is_video_path
 from mfclip.inference.preprocess import Preprocessor
 
@@ -91,22 +92,36 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[str]:
     """Expand files and folders (recursively: images and videos by extension) into a list of paths.
 
     Files named explicitly are kept whatever their extension (a non-image then gets an error row);
-    missing paths are kept too, so they get an error row rather than vanishing.
+    missing paths are kept too, so they get an error row rather than vanishing. Folders are walked by
+    the rules of :mod:`mfclip.data.paths` (links followed, hidden entries left out).
     """
     paths: list[str] = []
     seen: set[str] = set()
     for item in inputs:
         path = Path(item)
-        found = (
-            sorted(str(p) for p in path.rglob("*") if p.is_file() and (is_image_path(p) or is_video_path(p)))
-            if path.is_dir()
-            else [str(path)]
-        )
+        found = sorted(str(p) for p in _media_files(path)) if path.is_dir() else [str(path)]
         for p in found:
             if p not in seen:
                 seen.add(p)
                 paths.append(p)
     return paths
+
+
+def _media_files(folder: Path) -> list[Path]:
+    """Images and videos below ``folder`` by the folder-walking rules of :mod:`mfclip.data.paths`; a
+    broken or looping link with an image or video name is kept, so that it gets an error row."""
+    found = []
+
+    def keep_unreadable_links(path: Path, reason: str) -> None:
+        if reason in (BROKEN_LINK, LINK_LOOP) and _is_media(path):
+            found.append(path)
+
+    found.extend(p for p in walk_files(folder, keep_unreadable_links) if _is_media(p))
+    return found
+
+
+def _is_media(path: Path) -> bool:
+    return is_image_path(path) or is_video_path(path)
 
 
 @dataclass

@@ -30,7 +30,8 @@ from mfclip.data.manifest import (
     check_manifest_destination,
     write_manifest,
 )
-from mfclip.data.paths import display_path, has_valid_name
+from mfclip.data.paths import SkipHandler, display_path, list_folder
+from mfclip.data.paths import walk_files as walk_tree_files
 from mfclip.data.video import VIDEO_EXTENSIONS
 from mfclip.utils.config import closest
 from mfclip.utils.io import atomic_write
@@ -231,47 +232,19 @@ def split_from_name(name: str) -> str | None:
     return SPLIT_NAMES.get(name.lower())
 
 
-#: Called with a file or folder the scan cannot use and the reason.
-SkipHandler = Callable[[Path, str], None]
-
-
-def _list_folder(directory: Path, on_skip: SkipHandler | None) -> list[tuple[Path, bool]]:
-    """Usable (path, is_dir) entries of ``directory`` sorted by name; the others go to ``on_skip``."""
-    try:
-        with os.scandir(directory) as scan:
-            entries = sorted(scan, key=lambda e: e.name)
-    except OSError as exc:
-        if on_skip is not None:
-            on_skip(directory, f"cannot list folder ({exc.strerror or exc})")
-        return []
-    listed = []
-    for entry in entries:
-        try:
-            is_dir = entry.is_dir()
-        except OSError:
-            is_dir = False
-        if has_valid_name(entry.name):
-            listed.append((Path(entry.path), is_dir))
-        elif on_skip is not None:
-            on_skip(Path(entry.path), f"{'folder' if is_dir else 'file'} name is not valid UTF-8")
-    return listed
-
-
 def child_dirs(directory: Path, on_skip: SkipHandler | None = None) -> list[Path]:
-    """Sub-folders of ``directory`` by name; with ``on_skip``, unlistable or unusable entries are reported."""
-    return [path for path, is_dir in _list_folder(directory, on_skip) if is_dir]
+    """Sub-folders of ``directory`` by name, by the rules of :mod:`mfclip.data.paths`; with ``on_skip``,
+    what cannot be used (hidden, broken links, unlistable, invalid names) is reported."""
+    return [entry.path for entry in list_folder(directory, on_skip) if entry.is_dir]
 
 
 def child_files(directory: Path, on_skip: SkipHandler | None = None) -> list[Path]:
     """Files (everything but folders) of ``directory`` by name; reports as :func:`child_dirs` does."""
-    return [path for path, is_dir in _list_folder(directory, on_skip) if not is_dir]
+    return [entry.path for entry in list_folder(directory, on_skip) if not entry.is_dir]
 
 
 def find_child(directory: Path, name: str, on_skip: SkipHandler | None = None) -> Path | None:
     """The child folder whose name equals ``name`` ignoring case, or None."""
-    exact = directory / name
-    if exact.is_dir():
-        return exact
     for child in child_dirs(directory, on_skip):
         if child.name.lower() == name.lower():
             return child
@@ -302,35 +275,12 @@ def walk_files(
     progress: Progress | None = None,
     on_skip: SkipHandler | None = None,
 ) -> Iterator[Path]:
-    """Every file below ``directory`` in sorted order; follows symbolic links without looping.
-
-    Folders that cannot be listed and entries whose names are not valid UTF-8 are passed to ``on_skip``
-    with the reason instead. Links may lead outside the dataset folder (datasets often live on other
-    disks); manifest paths stay relative to the root either way.
-    """
-    seen: set[tuple[int, int]] = set()
-    stack = [directory]
-    while stack:
-        current = stack.pop()
-        try:
-            info = current.stat()
-        except OSError as exc:
-            if on_skip is not None:
-                on_skip(current, f"cannot read folder ({exc.strerror or exc})")
-            continue
-        key = (info.st_dev, info.st_ino)
-        if key in seen:
-            continue
-        seen.add(key)
-        subdirs = []
-        for path, is_dir in _list_folder(current, on_skip):
-            if is_dir:
-                subdirs.append(path)
-            else:
-                if progress is not None:
-                    progress.update()
-                yield path
-        stack.extend(reversed(subdirs))
+    """Every file below ``directory`` by the rules of :mod:`mfclip.data.paths` (links followed, each
+    folder once, hidden entries left out); what is not scanned goes to ``on_skip`` with the reason."""
+    for path in walk_tree_files(directory, on_skip):
+        if progress is not None:
+            progress.update()
+        yield path
 
 
 def _normalised_name(name: str) -> str:
