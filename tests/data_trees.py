@@ -329,3 +329,133 @@ def build_folder_tree_with_link_problems(root: Path, outside: Path) -> dict[str,
         "real/loop": paths.DIRECTORY_CYCLE,
         "real/self.png": paths.LINK_LOOP,
     }
+
+
+def _write_landmarks(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.zeros((81, 2), np.int64))
+    return path
+
+
+def _ffpp_split_files(directory: Path) -> None:
+    """Official-format split files (lists of [target, source] pairs as strings) for the trees below."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "train.json").write_text(json.dumps([["000", "001"]]))
+    (directory / "val.json").write_text(json.dumps([["004", "999"]]))
+    (directory / "test.json").write_text(json.dumps([["002", "003"]]))
+
+
+def build_ffpp_deepfakebench_tree(root: Path) -> None:
+    """FaceForensics++ after DeepfakeBench's preprocessing: ``<comp>/frames/<video>/NNN.png`` (written
+    only for videos where a face was found), ``landmarks/`` and ``masks/`` beside ``videos/``, the mask
+    videos of the official download (``<Method>/masks/videos/``), split files at the root.
+
+    Real videos 000-002 have frames, 003 and 004 only their video; of the Deepfakes videos 000_001 and
+    003_002 have frames, 002_003 only its video, and 001_000 neither (its video was deleted after
+    preprocessing). Ids 999, 004_999 and 999_004 are in the split files but not on disk.
+    """
+    real = root / "original_sequences/youtube/c23"
+    fake = root / "manipulated_sequences/Deepfakes/c23"
+    for video in ("000", "001", "002", "003", "004"):
+        write_video(real / "videos" / f"{video}.mp4")
+    for video in ("000", "001", "002"):
+        for frame in ("000", "015"):
+            write_image(real / "frames" / video / f"{frame}.png", int(frame))
+            _write_landmarks(real / "landmarks" / video / f"{frame}.npy")
+    for video in ("000_001", "002_003", "003_002"):
+        write_video(fake / "videos" / f"{video}.mp4")
+        write_video(root / "manipulated_sequences/Deepfakes/masks/videos" / f"{video}.mp4")
+    for video in ("000_001", "003_002"):
+        for frame in ("000", "015"):
+            write_image(fake / "frames" / video / f"{frame}.png", int(frame))
+            write_image(fake / "masks" / video / f"{frame}.png", 0)
+            _write_landmarks(fake / "landmarks" / video / f"{frame}.npy")
+    _ffpp_split_files(root)
+
+
+def build_ffpp_c0_tree(root: Path) -> None:
+    """FaceForensics++ images downloaded with ``-c c0 -t images`` (the name the official instructions use
+    for the lossless compression), the source YouTube videos and a mirror's archive beside them."""
+    for folder, video in (
+        ("original_sequences/youtube", "000"),
+        ("manipulated_sequences/Face2Face", "000_001"),
+    ):
+        for frame in ("0000", "0001"):
+            write_image(root / folder / "c0/images" / video / f"{frame}.png", int(frame))
+    write_video(root / "downloaded_videos/-2uK0rVMIQk/-2uK0rVMIQk.mp4")
+    write_text(root / "downloaded_videos/-2uK0rVMIQk/-2uK0rVMIQk.json", "{}")
+    (root / "FaceForensics++_c23.zip").write_bytes(b"PK\x03\x04 placeholder archive")
+    _ffpp_split_files(root / "splits")
+
+
+CELEBDF_VIDEOS = {
+    "Celeb-real": ["id0_0000", "id0_0001"],
+    "YouTube-real": ["00170", "00171"],
+    "Celeb-synthesis": ["id0_id16_0004", "id0_id1_0000"],
+}
+#: The test list of the trees below: Celeb-DF marks real videos 1 and fakes 0.
+CELEBDF_TEST_LIST = (
+    "1 YouTube-real/00170.mp4\n0 Celeb-synthesis/id0_id16_0004.mp4\n1 Celeb-real/id9_9999.mp4\n"
+)
+
+
+def build_celebdf_deepfakebench_tree(root: Path) -> None:
+    """Celeb-DF v2 in DeepfakeBench's input layout (``<class>/videos/*.mp4``) after its preprocessing:
+    ``frames/<video>/`` and ``landmarks/<video>/`` only for the videos where a face was found
+    (``id0_0000``, ``00171``, ``id0_id1_0000``), plus a ``masks/`` folder."""
+    with_frames = {"id0_0000", "00171", "id0_id1_0000"}
+    for folder, names in CELEBDF_VIDEOS.items():
+        for name in names:
+            write_video(root / folder / "videos" / f"{name}.mp4")
+            if name in with_frames:
+                for frame in ("000", "031"):
+                    write_image(root / folder / "frames" / name / f"{frame}.png", int(frame))
+                    _write_landmarks(root / folder / "landmarks" / name / f"{frame}.npy")
+    write_image(root / "Celeb-synthesis/masks/id0_id1_0000/000.png")
+    write_text(root / "List_of_testing_videos.txt", CELEBDF_TEST_LIST)
+
+
+def deepfakebench_json_for_celebdf(root: Path, prefix: str = "/data/DeepfakeBench/datasets/rgb") -> Path:
+    """The ``Celeb-DF-v2.json`` DeepfakeBench's ``rearrange.py`` writes for a Celeb-DF tree with frames
+    (``<root>`` is its ``Celeb-DF-v2`` folder, listed under ``prefix`` on the machine that made it):
+    every video with frames under ``train``, the test list's videos under ``test`` and ``val`` as well."""
+    data: dict = {"Celeb-DF-v2": {"CelebDFv2_real": {}, "CelebDFv2_fake": {}}}
+    for label in data["Celeb-DF-v2"].values():
+        label.update({"train": {}, "val": {}, "test": {}})
+    test = {
+        line.split()[1].split("/")[-1][:-4]
+        for line in (root / "List_of_testing_videos.txt").read_text().splitlines()
+    }
+    for folder in CELEBDF_VIDEOS:
+        label = "CelebDFv2_real" if folder.endswith("real") else "CelebDFv2_fake"
+        for video_dir in sorted((root / folder / "frames").iterdir()):
+            frames = [
+                f"{prefix}/Celeb-DF-v2/{folder}/frames/{video_dir.name}/{p.name}"
+                for p in sorted(video_dir.iterdir())
+            ]
+            entry = {"label": label, "frames": frames}
+            data["Celeb-DF-v2"][label]["train"][video_dir.name] = entry
+            if video_dir.name in test:
+                data["Celeb-DF-v2"][label]["test"][video_dir.name] = entry
+                data["Celeb-DF-v2"][label]["val"][video_dir.name] = entry
+    path = root / "dataset_json" / "Celeb-DF-v2.json"
+    write_text(path, json.dumps(data))
+    return path
+
+
+def build_dfd_deepfakebench_json(root: Path, prefix: str = "/data/DeepfakeBench/datasets/rgb") -> Path:
+    """DFD frames and the ``DeepFakeDetection.json`` DeepfakeBench's ``rearrange.py`` writes for them
+    (``DFD_real`` / ``DFD_fake``, every video under all three splits)."""
+    videos = {
+        "DFD_real": ("original_sequences/actors", "01__exit_phone_room"),
+        "DFD_fake": ("manipulated_sequences/DeepFakeDetection", "01_02__exit_phone_room__YVGY8LOK"),
+    }
+    data: dict = {"DeepFakeDetection": {}}
+    for label, (folder, video) in videos.items():
+        rel = f"FaceForensics++/{folder}/c23/frames/{video}/000.png"
+        write_image(root / rel)
+        entry = {"label": label, "frames": [f"{prefix}/{rel}"]}
+        data["DeepFakeDetection"][label] = {s: {"c23": {video: entry}} for s in ("train", "val", "test")}
+    path = root / "dataset_json" / "DeepFakeDetection.json"
+    write_text(path, json.dumps(data))
+    return path

@@ -10,16 +10,21 @@ import pytest
 
 from data_trees import (
     NON_UTF8_DISPLAY,
+    build_celebdf_deepfakebench_tree,
     build_celebdf_tree,
     build_deepfakebench_tree,
+    build_dfd_deepfakebench_json,
     build_dfdc_tree,
     build_diff_tree,
     build_diffusionface_tree,
+    build_ffpp_c0_tree,
+    build_ffpp_deepfakebench_tree,
     build_ffpp_tree,
     build_folder_tree,
     build_folder_tree_with_link_problems,
     build_folder_tree_with_odd_names,
     build_genface_tree,
+    deepfakebench_json_for_celebdf,
     write_bad_images,
     write_image,
 )
@@ -161,13 +166,16 @@ def test_ffpp_videos_with_official_splits(tmp_path: Path) -> None:
     assert rows["original_sequences/youtube/c23/videos/004.mp4"]["split"] == "val"
     reasons = skipped_reasons(result)
     assert "compression c40 not imported" in reasons["original_sequences/youtube/c40/"]
-    assert "not a compression folder" in reasons["manipulated_sequences/Deepfakes/masks/"]
+    assert (
+        reasons["manipulated_sequences/Deepfakes/masks/"]
+        == "folder ignored (manipulation masks, not samples)"
+    )
     assert "mfclip import dfd" in reasons["original_sequences/actors/"]
     every = import_dataset("ffpp", tmp_path, compression="all")
     assert len(every.rows) == 12
     with pytest.raises(ImporterError, match="media must be auto, videos or frames, got 'vids'"):
         import_dataset("ffpp", tmp_path, media="vids")
-    with pytest.raises(ImporterError, match="compression must be one of raw, c23, c40 or all"):
+    with pytest.raises(ImporterError, match=r"compression must be one of raw, c23, c40 \(c0 = raw\) or all"):
         import_dataset("ffpp", tmp_path, compression="c99")
 
 
@@ -180,11 +188,83 @@ def test_ffpp_frames_and_missing_splits(tmp_path: Path) -> None:
     assert (first["video_id"], first["split"]) == ("youtube/c23/000", "train")
     for name in ("train", "val", "test"):
         (tmp_path / "splits" / f"{name}.json").unlink()
-    with pytest.raises(ImporterError, match="split files not found"):
+    with pytest.raises(ImporterError, match=r"split files not found: looked for train\.json, val\.json"):
         import_dataset("ffpp", tmp_path)
-    (tmp_path / "splits" / "train.json").write_text('{"not": "pairs"}')
-    with pytest.raises(ImporterError, match="not found"):
+    with pytest.raises(ImporterError, match=r"split files not found in .*splits: none of train\.json"):
         import_dataset("ffpp", tmp_path, split_dir=tmp_path / "splits")
+
+
+def test_ffpp_partly_extracted_frames_fall_back_to_the_video_per_video(tmp_path: Path) -> None:
+    build_ffpp_deepfakebench_tree(tmp_path)
+    result = import_dataset("ffpp", tmp_path)
+    media = {}
+    for row in result.rows:
+        media.setdefault(row["video_id"], set()).add("video" if row["path"].endswith(".mp4") else "frames")
+    assert media == {
+        "youtube/c23/000": {"frames"},
+        "youtube/c23/001": {"frames"},
+        "youtube/c23/002": {"frames"},
+        "youtube/c23/003": {"video"},  # no face found: no frames, so its video is imported
+        "youtube/c23/004": {"video"},
+        "Deepfakes/c23/000_001": {"frames"},
+        "Deepfakes/c23/002_003": {"video"},
+        "Deepfakes/c23/003_002": {"frames"},
+    }
+    splits = {row["video_id"]: row["split"] for row in result.rows}
+    assert (splits["youtube/c23/003"], splits["youtube/c23/004"], splits["Deepfakes/c23/002_003"]) == (
+        "test",
+        "val",
+        "test",
+    )
+    reasons = skipped_reasons(result)
+    c23 = "manipulated_sequences/Deepfakes/c23"
+    assert reasons[f"{c23}/videos/001_000.mp4"] == (
+        "in train.json, but neither its frames nor its video file is here"
+    )
+    assert "in val.json" in reasons["original_sequences/youtube/c23/videos/999.mp4"]
+    assert {f"{c23}/videos/004_999.mp4", f"{c23}/videos/999_004.mp4"} <= set(reasons)
+    assert reasons[f"{c23}/videos/"] == "2 of 3 videos not imported: their extracted frames are"
+    assert reasons["original_sequences/youtube/c23/videos/"] == (
+        "3 of 5 videos not imported: their extracted frames are"
+    )
+    assert reasons[f"{c23}/masks/"] == "folder ignored (manipulation masks, not samples)"
+    assert reasons[f"{c23}/landmarks/"] == "folder ignored (face landmarks, not samples)"
+    assert reasons["manipulated_sequences/Deepfakes/masks/"] == (
+        "folder ignored (manipulation masks, not samples)"
+    )
+    assert not any("video" in row["path"] and row["path"].endswith(".png") for row in result.rows)
+    frames_only = import_dataset("ffpp", tmp_path, media="frames")
+    assert {r["video_id"] for r in frames_only.rows} == {k for k, v in media.items() if v == {"frames"}}
+    assert (
+        "no extracted frames" in skipped_reasons(frames_only)["original_sequences/youtube/c23/videos/003.mp4"]
+    )
+
+
+def test_ffpp_c0_is_raw_and_ignored_entries_are_listed(tmp_path: Path) -> None:
+    build_ffpp_c0_tree(tmp_path)
+    result = import_dataset("ffpp", tmp_path, compression="raw")
+    rows = by_path(result)
+    real = rows["original_sequences/youtube/c0/images/000/0000.png"]
+    assert (real["compression"], real["video_id"], real["split"]) == ("raw", "youtube/raw/000", "train")
+    assert rows["manipulated_sequences/Face2Face/c0/images/000_001/0001.png"]["generator"] == "Face2Face"
+    assert len(import_dataset("ffpp", tmp_path, compression="c0").rows) == len(result.rows) == 4
+    reasons = skipped_reasons(result)
+    assert reasons["downloaded_videos/"].startswith("folder ignored (the source YouTube videos")
+    assert reasons["FaceForensics++_c23.zip"] == "archive, not imported (extract it to import what it holds)"
+    with pytest.raises(ImporterError, match=r"no c23/ folder \(found c0\)"):
+        import_dataset("ffpp", tmp_path)
+
+
+def test_ffpp_with_one_split_file_missing_uses_the_other_two(tmp_path: Path) -> None:
+    build_ffpp_tree(tmp_path)
+    (tmp_path / "splits" / "val.json").unlink()
+    result = import_dataset("ffpp", tmp_path)
+    assert {r["split"] for r in result.rows} == {"train", "test"}
+    assert len(result.rows) == 10  # the 11 c23 videos less the one of val (004)
+    assert skipped_reasons(result)["original_sequences/youtube/c23/videos/004.mp4"] == (
+        "video 004 is not in the official split files (train.json, test.json (val.json not found))"
+    )
+    assert any("val.json not found; using train.json, test.json" in w for w in result.warnings)
 
 
 def test_ffpp_bad_split_file(tmp_path: Path) -> None:
@@ -226,6 +306,47 @@ def test_celebdf_frames(tmp_path: Path) -> None:
     assert {r["video_id"] for r in result.rows if r["split"] == "test"} == {
         "YouTube-real/00170",
         "Celeb-synthesis/id0_id16_0004",
+    }
+
+
+def test_celebdf_deepfakebench_layout(tmp_path: Path) -> None:
+    build_celebdf_deepfakebench_tree(tmp_path)
+    result = import_dataset("celebdf", tmp_path)
+    media = {}
+    for row in result.rows:
+        kind = "video" if row["path"].endswith(".mp4") else "frames"
+        media.setdefault((row["video_id"], row["split"], row["label"], row["forgery_type"]), set()).add(kind)
+    assert media == {
+        ("Celeb-real/id0_0000", "train", 0, ""): {"frames"},
+        ("Celeb-real/id0_0001", "train", 0, ""): {"video"},
+        ("YouTube-real/00170", "test", 0, ""): {"video"},  # no face found: its video
+        ("YouTube-real/00171", "train", 0, ""): {"frames"},
+        ("Celeb-synthesis/id0_id16_0004", "test", 1, "face_swap"): {"video"},
+        ("Celeb-synthesis/id0_id1_0000", "train", 1, "face_swap"): {"frames"},
+    }
+    reasons = skipped_reasons(result)
+    assert reasons["Celeb-synthesis/masks/"] == "folder ignored (manipulation masks, not samples)"
+    assert reasons["Celeb-real/landmarks/"] == "folder ignored (face landmarks, not samples)"
+    assert reasons["Celeb-real/videos/"] == "1 of 2 videos not imported: their extracted frames are"
+    assert reasons["Celeb-real/id9_9999.mp4"] == (
+        "in List_of_testing_videos.txt, but neither its frames nor its video file is here"
+    )
+
+
+def test_deepfakebench_json_labels_match_the_native_importers(tmp_path: Path) -> None:
+    celebdf_root = tmp_path / "Celeb-DF-v2"
+    build_celebdf_deepfakebench_tree(celebdf_root)
+    celeb = import_dataset("deepfakebench", tmp_path, json_path=deepfakebench_json_for_celebdf(celebdf_root))
+    native = import_dataset("celebdf", celebdf_root, media="frames")
+    by_video = {(r["video_id"], r["label"], r["forgery_type"], r["split"]) for r in celeb.rows}
+    assert {(v.split("/")[-1], lab, ft, sp) for v, lab, ft, sp in by_video} == {
+        (r["video_id"].split("/")[-1], r["label"], r["forgery_type"], r["split"]) for r in native.rows
+    }
+    assert {r["dataset"] for r in celeb.rows} == {"celebdf"}
+    dfd = import_dataset("deepfakebench", tmp_path, json_path=build_dfd_deepfakebench_json(tmp_path))
+    assert {(r["label"], r["forgery_type"], r["split"]) for r in dfd.rows} == {
+        (0, "", "test"),
+        (1, "face_swap", "test"),
     }
 
 

@@ -41,7 +41,9 @@ def import_command(
     csv: Path = typer.Option(None, "--csv", help="genface: CSV of path, generator [, label, split, ...]."),
     json_path: Path = typer.Option(None, "--json", help="deepfakebench: the dataset JSON file."),
     split_dir: Path = typer.Option(None, "--split-dir", help="ffpp: folder of train/val/test.json."),
-    compression: str = typer.Option(None, "--compression", help="ffpp/dfd: raw, c23 (default), c40 or all."),
+    compression: str = typer.Option(
+        None, "--compression", help="ffpp/dfd: raw (or c0), c23 (default), c40 or all."
+    ),
     media: str = typer.Option(
         None, "--media", help="ffpp/dfd/celebdf/dfdc: auto (default), videos or frames."
     ),

@@ -4,7 +4,8 @@ Shape: ``{dataset: {label_name: {train|val|test: {[c23|c40|raw:] {video: {"label
 "frames": [paths], ...}}}}}}``. ``label_name`` is e.g. ``FF-real``, ``FF-DF``, ``CelebDFv2_fake``,
 ``DFDC_Real``: names containing "real" are real, all others fake; FaceForensics++ method names map to
 generators (FF-DF → Deepfakes, FF-F2F → Face2Face, FF-FS → FaceSwap, FF-NT → NeuralTextures,
-FF-FH → FaceShifter). The label name is kept in ``subset``, the compression in ``compression``.
+FF-FH → FaceShifter); ``CelebDFv1_fake``, ``CelebDFv2_fake`` and ``DFD_fake`` are face swaps, as in the
+native importers. The label name is kept in ``subset``, the compression in ``compression``.
 
 Frame paths in these files are often absolute paths of the machine that made them, sometimes with
 Windows separators. Each path is matched to ``root`` by its longest tail that exists there (the
@@ -33,6 +34,8 @@ from mfclip.data.importers.base import (
     register_importer,
     split_from_name,
 )
+from mfclip.data.importers.celebdf import FORGERY_TYPE as CELEBDF_FORGERY_TYPE
+from mfclip.data.importers.ffpp import DFD_FORGERY_TYPE
 
 COMPRESSIONS = ("raw", "c23", "c40")
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}
@@ -42,6 +45,12 @@ FFPP_GENERATORS = {
     "ff-fs": "FaceSwap",
     "ff-nt": "NeuralTextures",
     "ff-fh": "FaceShifter",
+}
+#: Forgery types of DeepfakeBench label names that name no generator, as the native importers set them.
+LABEL_FORGERY_TYPES = {
+    "celebdfv1_fake": CELEBDF_FORGERY_TYPE,
+    "celebdfv2_fake": CELEBDF_FORGERY_TYPE,
+    "dfd_fake": DFD_FORGERY_TYPE,
 }
 DATASET_NAMES = {
     "faceforensics++": "ffpp",
@@ -194,6 +203,9 @@ def _add_video(
     generator = FFPP_GENERATORS.get(str(entry.get("label", label_key)).lower(), "") if label else ""
     generator = generator or (FFPP_GENERATORS.get(label_key.lower(), "") if label else "")
     forgery_type, family = generator_labels(generator, prompts)
+    if label and not forgery_type:
+        label_name = str(entry.get("label", label_key)).lower()
+        forgery_type = LABEL_FORGERY_TYPES.get(label_name, LABEL_FORGERY_TYPES.get(label_key.lower(), ""))
     video = identity[-1]
     video_parts = [label_key, compression, video] if label_key else [video]
     for raw in frames:

@@ -33,7 +33,8 @@ from mfclip.data.importers.base import (
     relative,
     split_from_name,
 )
-from mfclip.data.importers.ffpp import FRAME_FOLDERS, Media, check_media
+from mfclip.data.importers.media import FRAME_FOLDERS, Media, check_media
+from mfclip.data.paths import list_folder
 
 INDEX_FILES = ("metadata.json", "dataset.json", "labels.csv")
 
@@ -168,7 +169,7 @@ def _import_index(
             builder.warn(f"{relative(index, root)}: unknown split {split_text!r}; using the folder's split")
             split = folder_split
         frame_dir = frames_root / Path(stem).name if frames_root is not None else None
-        has_frames = frame_dir is not None and frame_dir.is_dir() and any(frame_dir.iterdir())
+        has_frames = frame_dir is not None and frame_dir.is_dir() and any(list_folder(frame_dir))
         row = {
             "label": label,
             "split": split,
