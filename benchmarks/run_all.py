@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("ops", "inference_overhead", "loading", "synth", "metrics", "predict", "serve")
+BENCHMARKS = ("ops", "inference_overhead", "loading", "synth", "metrics", "jobs", "predict", "serve")
 
 
 def main() -> int:

@@ -185,17 +185,19 @@ def test_a_complete_evaluation_is_skipped_and_an_interrupted_one_resumes(
             variant="a",
             out_dir=out,
             batch_size=4,
-            chunk_rows=4,
             plots=False,
         )
-    chunks = sorted((out / "seen" / ".partial").glob("chunk-*.parquet"))
-    assert len(chunks) == 2 and not (out / "seen" / "metrics.json").exists()
+    log = out / "seen" / ".partial" / "scores.csv"
+    assert len(log.read_text().splitlines()) == 1 + 8 and not (out / "seen" / "metrics.json").exists()
+    with log.open("a") as handle:
+        handle.write("9,0.5")  # a record cut short by the kill: dropped, and its row scored again
 
     calls.update(images=0, fail_after=None)
     result = evaluate(
         run_dir / "best", protocol=protocol, variant="a", out_dir=out, batch_size=4, plots=False
     )
     assert calls["images"] == 4 + 12  # the rest of "seen", then all of "unseen"
+    assert not log.parent.exists()
     assert result.scored == ["seen", "unseen"]
     reference = evaluate(
         run_dir / "best", protocol=protocol, variant="a", out_dir=tmp_path / "ref", batch_size=12, plots=False
@@ -325,3 +327,66 @@ def test_a_run_directory_means_its_best_model(
     (unvalidated / "config.yaml").write_text("{}", encoding="utf-8")
     with pytest.raises(EvaluationError, match=r"unvalidated: this training run has no best/ model"):
         evaluate(unvalidated, manifest=dataset / "manifest.csv")
+
+
+def test_an_evaluation_changed_meanwhile_starts_its_partial_scores_over_and_one_run_holds_the_folder(
+    dataset: Path, run_dir: Path, tmp_path: Path
+) -> None:
+    from mfclip.utils.jobs import JobLock, JobLockedError
+
+    out = tmp_path / "eval"
+    partial = out / "test" / ".partial"
+    partial.mkdir(parents=True)
+    # Scores logged for other rows (another manifest): not mixed in, the test set is scored afresh.
+    (partial / "settings.json").write_text(
+        json.dumps({"format": "mfclip-evaluation-scores", "settings": {"rows": "other"}})
+    )
+    (partial / "scores.csv").write_text("row,p_fake,error\n12,0.999,\n")
+    with (
+        JobLock(out / ".lock", "evaluation", out),
+        pytest.raises(JobLockedError, match=f"{out} is in use by another evaluation run"),
+    ):
+        evaluate(run_dir / "best", manifest=dataset / "manifest.csv", out_dir=out, workers=0, plots=False)
+    evaluate(run_dir / "best", manifest=dataset / "manifest.csv", out_dir=out, workers=0, plots=False)
+    predictions = load_predictions(out / "test" / "predictions.parquet")
+    assert predictions["row"].tolist()[0] == 12 and 0.999 not in predictions["p_fake"].tolist()
+    assert not partial.exists() and not (out / ".lock").exists()
+
+
+def test_partial_scores_and_stamps_of_the_previous_format_are_resumed(
+    dataset: Path, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupted evaluation written by the previous release (parquet chunks beside a bare
+    state.json) continues from its chunks; a complete one (bare eval_state.json) is not scored again."""
+    manifest = dataset / "manifest.csv"
+    reference = evaluate(
+        run_dir / "best", manifest=manifest, out_dir=tmp_path / "ref", workers=0, plots=False
+    )
+    scored = load_predictions(tmp_path / "ref" / "test" / "predictions.parquet")
+    stamp = json.loads((tmp_path / "ref" / "test" / "eval_state.json").read_text())["settings"]
+
+    out = tmp_path / "old"
+    partial = out / "test" / ".partial"
+    partial.mkdir(parents=True)
+    (partial / "state.json").write_text(json.dumps(stamp["scoring"]))
+    first = scored.iloc[:10]
+    pd.DataFrame({"row": first["row"], "p_fake": first["p_fake"].astype("float64"), "error": ""}).to_parquet(
+        partial / "chunk-000000.parquet", index=False
+    )
+    calls = {"images": 0}
+    forward = ClipBaseline.forward
+
+    def counting(self, images, *args, **kwargs):
+        calls["images"] += images.shape[0]
+        return forward(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(ClipBaseline, "forward", counting)
+    result = evaluate(run_dir / "best", manifest=manifest, out_dir=out, workers=0, plots=False)
+    assert calls["images"] == len(scored) - 10 and result.scored == ["test"]
+    pd.testing.assert_frame_equal(load_predictions(out / "test" / "predictions.parquet"), scored)
+
+    (out / "test" / "eval_state.json").write_text(json.dumps(stamp))  # as the previous release wrote it
+    calls["images"] = 0
+    again = evaluate(run_dir / "best", manifest=manifest, out_dir=out, workers=0, plots=False)
+    assert again.resumed == ["test"] and calls["images"] == 0
+    assert again.value("test") == pytest.approx(reference.value("test"))

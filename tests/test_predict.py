@@ -143,6 +143,65 @@ def test_resume_appends_only_missing_paths_and_repairs_a_torn_line(
     assert fresh.written == 1 and len(read_csv(out)) == 1
 
 
+def test_resume_refuses_other_settings_and_a_second_run_on_the_same_output(
+    detector: Detector, checkpoint: Path, inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mfclip.utils.jobs import JobLock, JobLockedError, SettingsChangedError
+
+    out = tmp_path / "scores.csv"
+    images = sorted((inputs / "real").glob("img*.png"))
+    predict_files(detector, images[:2], out, PredictOptions(progress=False, threshold=0.3))
+    stamp = json.loads((tmp_path / "scores.csv.settings.json").read_text())["settings"]
+    assert stamp["threshold"] == 0.3 and stamp["checkpoint"].startswith("sha256:")
+    with pytest.raises(
+        SettingsChangedError,
+        match=r"scores.csv holds rows made with other settings \(frames: 16 -> 4; threshold: 0.3 -> 0.5\)",
+    ):
+        predict_files(detector, images, out, PredictOptions(progress=False, resume=True, frames=4))
+    assert cli("predict", "-c", checkpoint, *images, "--out", out, "--resume", "--no-progress") == 2
+    assert "threshold: 0.3 -> 0.5" in capsys.readouterr().err
+    assert len(read_csv(out)) == 2  # nothing appended
+    with (
+        JobLock(tmp_path / "scores.csv.lock", "predict", out),
+        pytest.raises(JobLockedError, match=f"{out} is in use by another predict run"),
+    ):
+        predict_files(detector, images, out, PredictOptions(progress=False, resume=True, threshold=0.3))
+    summary = predict_files(detector, images, out, PredictOptions(progress=False, resume=True, threshold=0.3))
+    assert (summary.skipped, summary.written) == (2, 3) and not (tmp_path / "scores.csv.lock").exists()
+    # An output of an older release has no stamp: it resumes, and its settings are recorded from then on.
+    (tmp_path / "scores.csv.settings.json").unlink()
+    again = predict_files(detector, images, out, PredictOptions(progress=False, resume=True))
+    assert again.written == 0 and json.loads((tmp_path / "scores.csv.settings.json").read_text())
+    # --overwrite starts a new output with new settings.
+    fresh = predict_files(detector, images[:1], out, PredictOptions(progress=False, overwrite=True, frames=4))
+    assert fresh.written == 1
+    assert json.loads((tmp_path / "scores.csv.settings.json").read_text())["settings"]["frames"] == 4
+
+
+def test_odd_file_names_round_trip_through_csv_and_resume(
+    detector: Detector, inputs: Path, tmp_path: Path
+) -> None:
+    """A name with a newline, a quote and bytes that are not UTF-8 is written and read back exactly."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    source = (inputs / "real" / "img0.png").read_bytes()
+    names = [os.fsdecode(b"caf\xe9.png"), 'two\nlines "quoted".png', "plain.png"]
+    for name in names:
+        (folder / name).write_bytes(source)
+    out = tmp_path / "scores.csv"
+    first = predict_files(
+        detector, [folder / names[0], folder / names[1]], out, PredictOptions(progress=False)
+    )
+    assert first.written == 2 and first.errors == 0
+    with open(out, "ab") as handle:
+        handle.write(b'"' + os.fsencode(folder / "torn") + b"\nhalf")  # cut inside a quoted cell
+    again = predict_files(
+        detector, [folder / n for n in names], out, PredictOptions(progress=False, resume=True)
+    )
+    assert (again.skipped, again.written) == (2, 1)
+    assert sorted(row["path"] for row in iter_rows(out)) == sorted(str(folder / n) for n in names)
+
+
 def test_output_errors_are_clear(checkpoint: Path, inputs: Path, tmp_path: Path, capsys) -> None:
     assert cli("predict", "-c", checkpoint, inputs / "real", "--out", tmp_path / "scores.txt") == 2
     assert "must end in .csv or .jsonl" in capsys.readouterr().err
@@ -310,8 +369,9 @@ def test_resume_takes_over_the_shards_of_an_interrupted_multi_device_run(
     images = sorted((inputs / "real").glob("img*.png"))
     predict_files(detector, images[:1], out, PredictOptions(progress=False))
     # What two ranks had written when the job stopped: one shard complete, one cut mid-row.
-    predict_files(detector, images[1:3], tmp_path / "scores.part-0.csv", PredictOptions(progress=False))
-    predict_files(detector, images[3:4], tmp_path / "scores.part-1.csv", PredictOptions(progress=False))
+    for rank, share in ((0, images[1:3]), (1, images[3:4])):
+        predict_files(detector, share, tmp_path / "rank.csv", PredictOptions(progress=False, overwrite=True))
+        (tmp_path / "rank.csv").rename(tmp_path / f"scores.part-{rank}.csv")
     with open(tmp_path / "scores.part-1.csv", "a", encoding="utf-8") as handle:
         handle.write(f"{images[4]},0.3")
     summary = predict_files(detector, images, out, PredictOptions(progress=False, resume=True))

@@ -14,6 +14,7 @@ from PIL import Image
 
 from mfclip.face import FaceBox, FaceDetector, PreprocessConfig, PreprocessError, preprocess
 from mfclip.face.pipeline import MANIFEST_COLUMNS, Source, process_source
+from mfclip.utils.jobs import JobLock, JobLockedError, SettingsChangedError
 
 SIZE = 48
 
@@ -150,7 +151,7 @@ def test_labels_change_without_reprocessing_and_settings_are_guarded(tree: Path,
     assert (relabelled.processed, relabelled.written) == (0, 0)
     rows = read_csv(out / "manifest.csv")
     assert {(r["label"], r["generator"]) for r in rows} == {("0", "")}
-    with pytest.raises(PreprocessError, match=r"other settings \(size: 48 -> 64\)"):
+    with pytest.raises(SettingsChangedError, match=r"other settings \(size: 48 -> 64\)"):
         preprocess([tree / "real"], out, config(size=64))
 
 
@@ -381,11 +382,18 @@ def test_one_run_per_output_folder(tree: Path, tmp_path: Path) -> None:
     import sys
 
     out = tmp_path / "out"
-    out.mkdir()
-    (out / ".lock").write_text(str(os.getpid()))  # a live process holds the folder
-    with pytest.raises(PreprocessError, match=r"in use by another preprocess run"):
-        preprocess([tree / "real" / "astronaut.png"], out, config(detector="none"))
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
-    (out / ".lock").write_text(finished.stdout.decode().strip())  # left behind by a killed run
-    assert preprocess([tree / "real" / "astronaut.png"], out, config(detector="none")).faces == 1
+    photo = [tree / "real" / "astronaut.png"]
+    holder = JobLock(out / ".lock", "preprocess", out).acquire()  # another run works on the folder
+    with pytest.raises(
+        JobLockedError, match=rf"{out} is in use by another preprocess run \(process {os.getpid()}"
+    ):
+        preprocess(photo, out, config(detector="none"))
+    holder.release()
+    # The pid-only lock file of an older release: a live process holds the folder, a finished one not.
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as sleeper:
+        (out / ".lock").write_text(str(sleeper.pid))
+        with pytest.raises(JobLockedError, match=f"process {sleeper.pid}"):
+            preprocess(photo, out, config(detector="none"))
+        sleeper.kill()
+    assert preprocess(photo, out, config(detector="none")).faces == 1
     assert not (out / ".lock").exists()

@@ -1,23 +1,23 @@
 """Evaluate a checkpoint on a protocol's test sets (or on one manifest), clean and degraded.
 
-For every test set, images are scored in batches and the scores are streamed to disk in chunks
-(``<test_set>/.partial/``), so memory stays bounded and an interrupted evaluation resumes where it
-stopped. When a test set is complete its predictions, metrics, report and plots are written by
+For every test set, images are scored in batches and each batch's scores are appended to a log
+(``<test_set>/.partial/scores.csv``, stamped with the checkpoint, rows and degradation that produce
+them), so memory stays bounded and an interrupted evaluation resumes where it stopped. When a test set
+is complete its predictions, metrics, report and plots are written by
 :func:`mfclip.metrics.write_evaluation`, and a stamp (``<test_set>/eval_state.json``) records which
 checkpoint, rows and degradation produced it. A later call skips stamped test sets, recomputes only
 the metrics when just the metric settings changed, and rescores a test set whose checkpoint or rows
 changed. The run-level report (and ``robustness.md`` when degradations were applied) is rewritten at
-the end. Layout: ``docs/evaluation.md``.
+the end. One evaluation at a time holds ``<out>/.lock``. The log, stamps and lock are those of every
+resumable job (:mod:`mfclip.utils.jobs`). Layout: ``docs/evaluation.md``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +38,15 @@ from mfclip.metrics import (
 from mfclip.metrics.report import read_metrics
 from mfclip.utils.config import ConfigError
 from mfclip.utils.io import atomic_write_json, atomic_write_text
+from mfclip.utils.jobs import AppendLog, CsvRows, JobError, JobLock, SettingsStamp, setting_changes
 
 logger = logging.getLogger(__name__)
 
 STATE_NAME = "eval_state.json"
 PARTIAL_DIR = ".partial"
+SCORES_LOG = "scores.csv"  # in PARTIAL_DIR: one record per scored row
+SCORES_STAMP = "settings.json"  # in PARTIAL_DIR: what the logged scores were made with
+LOCK_NAME = ".lock"
 # Manifest columns copied into predictions (after path, label, p_fake), when the manifest has them.
 PREDICTION_COLUMNS = ("split", "dataset", "forgery_type", "family", "generator", "video_id")
 
@@ -218,25 +222,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return best
 
 
-def checkpoint_fingerprint(checkpoint: str | Path) -> str:
-    """Identifies the weights: their recorded SHA-256 for a checkpoint directory, else size and mtime."""
-    path = Path(checkpoint)
-    config = path / "config.json"
-    if path.is_dir() and config.is_file():
-        try:
-            document = json.loads(config.read_text(encoding="utf-8"))
-            digest = (document.get("weights") or {}).get("sha256")
-            if digest:
-                return f"sha256:{digest}"
-        except (OSError, json.JSONDecodeError):
-            pass
-        weights = path / "model.safetensors"
-        stat = weights.stat() if weights.exists() else config.stat()
-    else:
-        stat = path.stat()
-    return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
-
-
 def _rows_digest(test_set: TestSet) -> str:
     digest = hashlib.sha256()
     digest.update(np.asarray(test_set.rows.index, dtype=np.int64).tobytes())
@@ -263,8 +248,8 @@ class _Scorer:
     seed: int
     progress: bool
 
-    def score(self, test_set: TestSet, partial: Path, chunk_rows: int, chunk_seconds: float) -> None:
-        """Score the rows of ``test_set`` that ``partial`` does not yet hold, appending chunk files."""
+    def score(self, test_set: TestSet, log: AppendLog) -> None:
+        """Score the rows of ``test_set`` that ``log`` does not yet hold, appending each batch's scores."""
         import torch
         from torch.utils.data import DataLoader
         from tqdm import tqdm
@@ -272,7 +257,7 @@ class _Scorer:
         from mfclip.data.dataset import CorruptPolicy, ManifestDataset
         from mfclip.engine.robustness import PerturbedTransform
 
-        done = _done_rows(partial)
+        done = read_scores(log)["row"].to_numpy(dtype=np.int64)
         todo = test_set.rows[~test_set.rows.index.isin(done)] if done.size else test_set.rows
         if todo.empty:
             return
@@ -298,45 +283,25 @@ class _Scorer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
-        next_chunk = _next_chunk_number(partial)
-        buffer: list[pd.DataFrame] = []
-        buffered = 0
-        last_flush = time.monotonic()
-
-        def flush() -> None:
-            nonlocal next_chunk, buffered, last_flush
-            if not buffer:
-                return
-            _write_chunk(partial / f"chunk-{next_chunk:06d}.parquet", pd.concat(buffer, ignore_index=True))
-            buffer.clear()
-            next_chunk += 1
-            buffered = 0
-            last_flush = time.monotonic()
-
         bar = tqdm(total=len(todo), desc=f"scoring {test_set.name}", unit="img", disable=not self.progress)
         try:
-            with torch.inference_mode():
+            with log, torch.inference_mode():
                 for batch in loader:
-                    parts = []
+                    records = []
                     if batch["image"] is not None:
                         images = batch["image"].to(self.device, self.dtype, non_blocking=True)
-                        scores = self.inference(images).float().cpu().numpy()
-                        parts.append(
-                            pd.DataFrame({"row": batch["index"].numpy(), "p_fake": scores, "error": ""})
-                        )
-                    if batch["skipped"]:
-                        rows, _, reasons = zip(*batch["skipped"], strict=True)
-                        parts.append(
-                            pd.DataFrame({"row": list(rows), "p_fake": np.nan, "error": list(reasons)})
-                        )
-                    count = sum(len(p) for p in parts)
-                    bar.update(count)
-                    buffer.extend(parts)
-                    buffered += count
-                    if buffered >= chunk_rows or time.monotonic() - last_flush >= chunk_seconds:
-                        flush()
+                        scores = self.inference(images).float().cpu().tolist()
+                        rows = batch["index"].tolist()
+                        records += [
+                            {"row": row, "p_fake": score, "error": ""}
+                            for row, score in zip(rows, scores, strict=True)
+                        ]
+                    records += [
+                        {"row": row, "p_fake": None, "error": reason} for row, _, reason in batch["skipped"]
+                    ]
+                    log.append(records)
+                    bar.update(len(records))
         finally:
-            flush()
             bar.close()
 
 
@@ -351,33 +316,61 @@ def _collate(samples: list[Any]) -> dict[str, Any]:
     return batch
 
 
-def _write_chunk(path: Path, frame: pd.DataFrame) -> None:
-    from mfclip.utils.io import atomic_write
-
-    frame = frame.astype({"row": "int64", "p_fake": "float64", "error": "str"})
-    with atomic_write(path, "wb") as handle:
-        frame.to_parquet(handle, index=False)
+def _score_cell(column: str, value: Any) -> Any:
+    if column == "p_fake":
+        return "" if value is None or value != value else repr(float(value))  # NaN != NaN
+    return value
 
 
-def _chunk_files(partial: Path) -> list[Path]:
-    return sorted(partial.glob("chunk-*.parquet")) if partial.is_dir() else []
+#: The score log of a test set being scored: manifest row number, P(fake), or why the image is unreadable.
+SCORE_RECORDS = CsvRows(("row", "p_fake", "error"), format_value=_score_cell)
 
 
-def _next_chunk_number(partial: Path) -> int:
-    files = _chunk_files(partial)
-    return int(files[-1].stem.split("-")[1]) + 1 if files else 0
-
-
-def _read_chunks(partial: Path) -> pd.DataFrame:
-    files = _chunk_files(partial)
-    if not files:
-        return pd.DataFrame({"row": pd.Series(dtype="int64"), "p_fake": [], "error": []})
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+def read_scores(log: AppendLog) -> pd.DataFrame:
+    """The logged scores, one per row (a row scored twice keeps its last score)."""
+    frame = log.read_frame(
+        dtype={"row": "int64", "error": str}, keep_default_na=False, na_values={"p_fake": [""]}
+    )
+    frame = frame.astype({"row": "int64", "p_fake": "float64", "error": str})
     return frame.drop_duplicates("row", keep="last")
 
 
-def _done_rows(partial: Path) -> np.ndarray:
-    return _read_chunks(partial)["row"].to_numpy(dtype=np.int64)
+def _scores_log(partial: Path, scoring: dict[str, Any]) -> AppendLog:
+    """The score log of a partly scored test set: kept when its stamp matches ``scoring`` (checkpoint,
+    rows, degradation), else started over."""
+    stamp = SettingsStamp(partial / SCORES_STAMP, "mfclip-evaluation-scores")
+    log = AppendLog(partial / SCORES_LOG, SCORE_RECORDS)
+    if partial.is_dir():
+        _adopt_chunks(partial, scoring, stamp, log)
+        try:
+            changes = stamp.changes(scoring)
+        except JobError:
+            changes = None
+        if changes != []:  # no stamp, an unreadable one, or scored with other settings
+            shutil.rmtree(partial)
+    if not stamp.path.exists():
+        stamp.write(scoring)
+    return log
+
+
+def _adopt_chunks(partial: Path, scoring: dict[str, Any], stamp: SettingsStamp, log: AppendLog) -> None:
+    """Move the partial scores of an older release (``chunk-*.parquet`` beside a bare ``state.json``
+    stamp) into the score log, when they were made with the same settings."""
+    chunks = sorted(partial.glob("chunk-*.parquet"))
+    old_stamp = SettingsStamp(partial / "state.json", "mfclip-evaluation-scores", accept_bare=True)
+    if chunks:
+        try:
+            same = old_stamp.changes(scoring) == []
+        except JobError:
+            same = False
+        if same:
+            frames = pd.concat([pd.read_parquet(chunk) for chunk in chunks], ignore_index=True)
+            stamp.write(scoring)
+            with log:
+                log.append(frames.to_dict("records"))
+    for stale in [*chunks, *partial.glob(".chunk-*.tmp")]:
+        stale.unlink()
+    old_stamp.remove()
 
 
 def _predictions(test_set: TestSet, scored: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -446,8 +439,6 @@ def evaluate(
     group_by: Sequence[str] = DEFAULT_GROUP_BY,
     plots: bool = True,
     progress: bool = True,
-    chunk_rows: int = 16384,
-    chunk_seconds: float = 120.0,
 ) -> EvalResult:
     """Score a checkpoint on every test set of ``protocol`` (or the ``split`` rows of ``manifest``).
 
@@ -459,9 +450,9 @@ def evaluate(
     Without ``protocol`` and ``manifest``, a run's checkpoint is evaluated on the data its training used
     (``RUN/config.yaml``). ``variant`` defaults to the one the checkpoint was trained with when its
     metadata names the same protocol. ``bootstrap`` > 0 adds 95 % intervals. Resumable: complete test
-    sets are skipped and a partly scored one continues from its last chunk.
+    sets are skipped and a partly scored one continues after its last scored batch.
     """
-    from mfclip.models.checkpoint import load_checkpoint
+    from mfclip.models.checkpoint import checkpoint_fingerprint, load_checkpoint
     from mfclip.utils.device import resolve_device, resolve_dtype
 
     if batch_size < 1:
@@ -487,89 +478,91 @@ def evaluate(
     _check_unique_dirs(test_sets)
     out.mkdir(parents=True, exist_ok=True)
 
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype)
-    model = model.to(device=torch_device, dtype=torch_dtype).eval()
-    scorer = _Scorer(
-        model=model,
-        inference=model.inference_module().eval(),
-        device=torch_device,
-        dtype=torch_dtype,
-        transform_config=_transform_config(metadata),
-        batch_size=batch_size,
-        workers=_auto_workers() if workers is None else max(int(workers), 0),
-        seed=seed,
-        progress=progress,
-    )
-    fingerprint = checkpoint_fingerprint(checkpoint_dir)
-    metric_settings = {"group_by": list(group_by), "bootstrap": int(bootstrap), "seed": int(seed)}
-    result = EvalResult(out_dir=out, metrics={}, checkpoint=checkpoint_dir)
-    for test_set in test_sets:
-        directory = out / safe_name(test_set.name)
-        scoring = {
-            "checkpoint": fingerprint,
-            "rows": _rows_digest(test_set),
-            "n_rows": len(test_set.rows),
-            "perturbation": test_set.perturbation.to_dict() if test_set.perturbation else None,
-            "transform": scorer.transform_config.to_dict() if scorer.transform_config else None,
-            # Only the noise degradation draws random numbers.
-            "seed": int(seed) if test_set.perturbation and test_set.perturbation.kind == "noise" else None,
-        }
-        state = _read_state(directory)
-        if state is not None and state.get("scoring") == scoring:
-            if state.get("metrics") == metric_settings:
-                result.metrics[test_set.name] = read_metrics(directory / "metrics.json")
-                result.resumed.append(test_set.name)
-                continue
-            # Same predictions, other metric settings: recompute the metrics only.
-            from mfclip.metrics import load_predictions
-
-            predictions = load_predictions(directory / "predictions.parquet")
-            unreadable_path = directory / "unreadable.csv"
-            unreadable = pd.read_csv(unreadable_path) if unreadable_path.is_file() else None
-            result.metrics[test_set.name] = _write_test_set(
-                directory,
-                test_set,
-                predictions,
-                unreadable,
-                metric_settings,
-                scoring,
-                plots,
-                write_predictions=False,
-            )
-            result.scored.append(test_set.name)
-            continue
-        partial = directory / PARTIAL_DIR
-        _prepare_partial(partial, scoring)
-        scorer.score(test_set, partial, chunk_rows, chunk_seconds)
-        scored = _read_chunks(partial)
-        predictions, unreadable = _predictions(test_set, scored)
-        result.metrics[test_set.name] = _write_test_set(
-            directory, test_set, predictions, unreadable, metric_settings, scoring, plots
+    with JobLock(out / LOCK_NAME, "evaluation", out):
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype)
+        model = model.to(device=torch_device, dtype=torch_dtype).eval()
+        scorer = _Scorer(
+            model=model,
+            inference=model.inference_module().eval(),
+            device=torch_device,
+            dtype=torch_dtype,
+            transform_config=_transform_config(metadata),
+            batch_size=batch_size,
+            workers=_auto_workers() if workers is None else max(int(workers), 0),
+            seed=seed,
+            progress=progress,
         )
-        shutil.rmtree(partial, ignore_errors=True)
-        result.scored.append(test_set.name)
+        fingerprint = checkpoint_fingerprint(checkpoint_dir)
+        metric_settings = {"group_by": list(group_by), "bootstrap": int(bootstrap), "seed": int(seed)}
+        result = EvalResult(out_dir=out, metrics={}, checkpoint=checkpoint_dir)
+        for test_set in test_sets:
+            directory = out / safe_name(test_set.name)
+            scoring = {
+                "checkpoint": fingerprint,
+                "rows": _rows_digest(test_set),
+                "n_rows": len(test_set.rows),
+                "perturbation": test_set.perturbation.to_dict() if test_set.perturbation else None,
+                "transform": scorer.transform_config.to_dict() if scorer.transform_config else None,
+                # Only the noise degradation draws random numbers.
+                "seed": int(seed)
+                if test_set.perturbation and test_set.perturbation.kind == "noise"
+                else None,
+            }
+            state = _read_state(directory)
+            if state is not None and setting_changes(state.get("scoring", {}), scoring) == []:
+                if setting_changes(state.get("metrics", {}), metric_settings) == []:
+                    result.metrics[test_set.name] = read_metrics(directory / "metrics.json")
+                    result.resumed.append(test_set.name)
+                    continue
+                # Same predictions, other metric settings: recompute the metrics only.
+                from mfclip.metrics import load_predictions
 
-    result.files = write_run_report(out, result.metrics, plots=plots)
-    perturbations = _perturbations_of(test_sets)
-    if perturbations:
-        path = out / "robustness.md"
-        atomic_write_text(path, robustness_table(result.metrics, perturbations))
-        result.files["robustness"] = path
-    atomic_write_json(
-        out / "evaluation.json",
-        {
-            "checkpoint": str(checkpoint_dir),
-            "checkpoint_fingerprint": fingerprint,
-            "protocol": _protocol_label(protocol),
-            "variant": variant,
-            "manifest": str(manifest) if manifest is not None else None,
-            "test_sets": {t.name: safe_name(t.name) for t in test_sets},
-            "synthetic": bool(metadata.get("synthetic", False)) or _protocol_is_synthetic(protocol),
-            **metric_settings,
-        },
-    )
-    return result
+                predictions = load_predictions(directory / "predictions.parquet")
+                unreadable_path = directory / "unreadable.csv"
+                unreadable = pd.read_csv(unreadable_path) if unreadable_path.is_file() else None
+                result.metrics[test_set.name] = _write_test_set(
+                    directory,
+                    test_set,
+                    predictions,
+                    unreadable,
+                    metric_settings,
+                    scoring,
+                    plots,
+                    write_predictions=False,
+                )
+                result.scored.append(test_set.name)
+                continue
+            partial = directory / PARTIAL_DIR
+            log = _scores_log(partial, scoring)
+            scorer.score(test_set, log)
+            predictions, unreadable = _predictions(test_set, read_scores(log))
+            result.metrics[test_set.name] = _write_test_set(
+                directory, test_set, predictions, unreadable, metric_settings, scoring, plots
+            )
+            shutil.rmtree(partial, ignore_errors=True)
+            result.scored.append(test_set.name)
+
+        result.files = write_run_report(out, result.metrics, plots=plots)
+        perturbations = _perturbations_of(test_sets)
+        if perturbations:
+            path = out / "robustness.md"
+            atomic_write_text(path, robustness_table(result.metrics, perturbations))
+            result.files["robustness"] = path
+        atomic_write_json(
+            out / "evaluation.json",
+            {
+                "checkpoint": str(checkpoint_dir),
+                "checkpoint_fingerprint": fingerprint,
+                "protocol": _protocol_label(protocol),
+                "variant": variant,
+                "manifest": str(manifest) if manifest is not None else None,
+                "test_sets": {t.name: safe_name(t.name) for t in test_sets},
+                "synthetic": bool(metadata.get("synthetic", False)) or _protocol_is_synthetic(protocol),
+                **metric_settings,
+            },
+        )
+        return result
 
 
 def _write_test_set(
@@ -606,9 +599,8 @@ def _write_test_set(
         elif unreadable_path.exists():
             unreadable_path.unlink()
     # The stamp goes first-out, last-in: a crash between the files never leaves a stale stamp behind.
-    state_path = directory / STATE_NAME
-    if state_path.exists():
-        state_path.unlink()
+    stamp = _state_stamp(directory)
+    stamp.remove()
     write_evaluation(
         directory,
         predictions,
@@ -616,37 +608,22 @@ def _write_test_set(
         predictions_format="parquet" if write_predictions else None,
         plots=plots,
     )
-    atomic_write_json(state_path, {"scoring": scoring, "metrics": metric_settings})
+    stamp.write({"scoring": scoring, "metrics": metric_settings})
     return read_metrics(directory / "metrics.json")
 
 
+def _state_stamp(directory: Path) -> SettingsStamp:
+    """What produced a complete test set's files: ``{"scoring": ..., "metrics": ...}``."""
+    return SettingsStamp(directory / STATE_NAME, "mfclip-evaluation", accept_bare=True)
+
+
 def _read_state(directory: Path) -> dict[str, Any] | None:
-    path = directory / STATE_NAME
-    if not path.is_file() or not (directory / "metrics.json").is_file():
-        return None
-    if not (directory / "predictions.parquet").is_file():
+    if not (directory / "metrics.json").is_file() or not (directory / "predictions.parquet").is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return _state_stamp(directory).read()
+    except JobError:
         return None
-
-
-def _prepare_partial(partial: Path, scoring: dict[str, Any]) -> None:
-    """Keep chunks scored with the same checkpoint and rows; start over otherwise."""
-    state_path = partial / "state.json"
-    if partial.is_dir():
-        try:
-            same = json.loads(state_path.read_text(encoding="utf-8")) == json.loads(json.dumps(scoring))
-        except (OSError, json.JSONDecodeError):
-            same = False
-        if not same:
-            shutil.rmtree(partial)
-    if not partial.is_dir():
-        partial.mkdir(parents=True)
-        atomic_write_json(state_path, scoring)
-    for stray in partial.glob(".*.tmp"):
-        stray.unlink()  # a chunk write that was interrupted
 
 
 def _check_unique_dirs(test_sets: Sequence[TestSet]) -> None:

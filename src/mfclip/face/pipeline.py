@@ -7,7 +7,9 @@ Layout of an output folder ``DIR``::
     DIR/faces/ab/…        the crops, named from a hash of the source path and its stem
     DIR/manifest.csv      one row per crop, paths relative to DIR
     DIR/skipped.csv       one row per input that gave no crop, with the reason
+    DIR/.lock             held while a run works on DIR
 
+The log, the settings stamp and the lock are those of every resumable job (:mod:`mfclip.utils.jobs`).
 Each source (image, video or input folder) is processed as a unit; its result is appended to
 ``progress.jsonl`` only after its crops are on disk, and ``manifest.csv`` / ``skipped.csv`` are rebuilt
 atomically from that log at the end. A rerun reuses every logged source whose file is unchanged and whose
@@ -16,7 +18,6 @@ crops still exist, and the manifest covers every source ever processed into ``DI
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -37,7 +38,8 @@ from mfclip.data.video import VIDEO_EXTENSIONS, VideoDecodeError, is_video_path,
 from mfclip.face.alignment import align_face, crop_face
 from mfclip.face.detectors import FaceBox, FaceDetector, get_detector
 from mfclip.utils.config import StrictConfig
-from mfclip.utils.io import atomic_write, atomic_write_bytes, atomic_write_json
+from mfclip.utils.io import atomic_write, atomic_write_bytes
+from mfclip.utils.jobs import AppendLog, JobLock, JsonLines, SettingsStamp
 
 #: Manifest label columns (SPEC §2) after ``path``.
 LABEL_COLUMNS = ("label", "split", "dataset", "forgery_type", "family", "generator", "video_id")
@@ -390,60 +392,32 @@ def _checked_rows(table: Any, manifest: Path, drop_invalid: bool, splits: Sequen
 
 
 class ProgressLog:
-    """Append-only JSON-lines record of finished sources; the latest line per source wins."""
+    """The resume log: one JSON record per finished source (an :class:`~mfclip.utils.jobs.AppendLog`);
+    the latest record of a source wins."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.records: dict[str, dict[str, Any]] = {}
-        self._handle: Any = None
-        self._unsynced = 0
-        if path.exists():
-            self._load()
-
-    def _load(self) -> None:
-        with self.path.open("r", encoding="utf-8") as handle:
-            for line in handle:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a crash: that source is simply redone
-                if isinstance(record, dict) and "key" in record:
-                    self.records[record["key"]] = record
+        # Lines that do not parse (cut short by a crash in an older release) are skipped: redone.
+        self.log = AppendLog(path, JsonLines(), strict=False)
+        self.records: dict[str, dict[str, Any]] = {
+            record["key"]: record for record in self.log.records() if "key" in record
+        }
 
     def append(self, record: dict[str, Any]) -> None:
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("a", encoding="utf-8")
-        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._handle.flush()
-        self._unsynced += 1
-        if self._unsynced >= 64:
-            os.fsync(self._handle.fileno())
-            self._unsynced = 0
+        self.log.open().append([record])
         self.records[record["key"]] = record
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
-            self._handle = None
+        self.log.close()
 
     def compact(self) -> None:
         """Rewrite the log with only the latest record per source (atomically), dropping folder records
         that report nothing."""
-        self.close()
         self.records = {
             key: record
             for key, record in self.records.items()
             if record.get("kind") != "folder" or record.get("status") != "ok"
         }
-        with atomic_write(self.path) as handle:
-            for key in sorted(self.records):
-                handle.write(json.dumps(self.records[key], separators=(",", ":")) + "\n")
+        self.log.rewrite(self.records[key] for key in sorted(self.records))
 
 
 # --------------------------------------------------------------------------------------------- work
@@ -661,27 +635,12 @@ def _run_all(
 
 
 def _check_settings(out_dir: Path, config: PreprocessConfig) -> None:
-    path = out_dir / SETTINGS_FILE
-    settings = config.output_settings()
-    if path.exists():
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
-        except (OSError, json.JSONDecodeError, AttributeError) as exc:
-            raise PreprocessError(
-                f"{path}: unreadable ({exc}); remove it or use another output folder"
-            ) from None
-        changed = [
-            f"{key}: {stored.get(key)!r} -> {settings.get(key)!r}"
-            for key in sorted(set(stored) | set(settings))
-            if stored.get(key) != settings.get(key)
-        ]
-        if changed:
-            raise PreprocessError(
-                f"{out_dir} holds crops made with other settings ({'; '.join(changed)}); "
-                "use another output folder, or the same settings to resume"
-            )
-        return
-    atomic_write_json(path, {"format": "mfclip-preprocess", "format_version": 1, "settings": settings})
+    SettingsStamp(out_dir / SETTINGS_FILE, "mfclip-preprocess").require(
+        config.output_settings(),
+        holder=out_dir,
+        what="crops",
+        advice="use another output folder, or the same settings to resume",
+    )
 
 
 def preprocess(
@@ -715,53 +674,10 @@ def preprocess(
         sources = sources_from_paths(inputs, config.labels, exclude=out_dir)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out_dir):
+    with JobLock(out_dir / LOCK_FILE, "preprocess", out_dir):
         _check_settings(out_dir, config)
         result = _preprocess_locked(sources, out_dir, config)
     return dataclasses.replace(result, dropped_rows=dropped_rows)
-
-
-@contextlib.contextmanager
-def _exclusive(out_dir: Path) -> Iterator[None]:
-    """Hold ``DIR/.lock`` so two runs never append to (and compact) the same log at once."""
-    lock = out_dir / LOCK_FILE
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            holder = _lock_holder(lock)
-            if holder is not None:
-                raise PreprocessError(
-                    f"{out_dir} is in use by another preprocess run (process {holder}); wait for it to "
-                    f"finish or use another output folder (remove {lock} if no such run exists)"
-                ) from None
-            lock.unlink(missing_ok=True)  # left behind by a run that was killed
-    else:
-        raise PreprocessError(f"{lock}: cannot take the output folder's lock")
-    try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _lock_holder(lock: Path) -> int | None:
-    """The live process holding ``lock``, or None when the lock is stale."""
-    try:
-        pid = int(lock.read_text().strip() or "0")
-    except (OSError, ValueError):
-        return None
-    if pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
 
 
 def _preprocess_locked(sources: list[Source], out_dir: Path, config: PreprocessConfig) -> PreprocessResult:

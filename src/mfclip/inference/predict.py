@@ -9,19 +9,20 @@ On one device the loop is plain: a DataLoader decodes and preprocesses in worker
 scores each batch, and rows are appended and flushed per batch. With several devices or nodes the same
 dataset runs through Lightning's ``Trainer.predict``; each rank appends to its own shard file and rank 0
 merges the shards into the output at the end.
+
+The output file is the job's append log (:mod:`mfclip.utils.jobs`): ``OUT.settings.json`` stamps the
+checkpoint and options that made its rows (``--resume`` with others is refused), and ``OUT.lock`` is held
+while a run writes to it.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -30,6 +31,7 @@ from mfclip.data.decode import ImageDecodeError, is_image_path
 from mfclip.data.paths import BROKEN_LINK, LINK_LOOP, walk_files
 from mfclip.data.video import VideoDecodeError, is_video_path
 from mfclip.inference.preprocess import Preprocessor
+from mfclip.utils.jobs import AppendLog, CsvRows, JobLock, JsonLines, SettingsStamp
 
 OUTPUT_COLUMNS = ("path", "p_fake", "label", "p_fake_max", "frames", "box", "error")
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
@@ -213,37 +215,29 @@ def _format_of(path: Path) -> str:
     return suffix[1:]
 
 
-class RowWriter:
-    """Appends rows to a CSV or JSONL file (or a stream), flushing after every batch of rows."""
+def _record_format(path: Path) -> CsvRows | JsonLines:
+    return CsvRows(OUTPUT_COLUMNS, format_value=_csv_value) if _format_of(path) == "csv" else JsonLines()
 
-    def __init__(self, stream: IO[str], fmt: str, write_header: bool) -> None:
-        self.stream = stream
-        self.fmt = fmt
-        self._csv = (
-            csv.DictWriter(stream, fieldnames=OUTPUT_COLUMNS, lineterminator="\n") if fmt == "csv" else None
-        )
-        if self._csv is not None and write_header:
-            self._csv.writeheader()
-            stream.flush()
 
-    @classmethod
-    def append_to(cls, path: Path) -> RowWriter:
-        fmt = _format_of(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not path.exists() or path.stat().st_size == 0
-        return cls(open(path, "a", encoding="utf-8", newline=""), fmt, write_header=fresh)
+def output_log(path: Path) -> AppendLog:
+    """The output file (or a shard) as the job's append log."""
+    return AppendLog(path, _record_format(path), hint="not an mfclip prediction file; choose another --out")
 
-    def write(self, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
-            if self._csv is not None:
-                self._csv.writerow({k: _csv_value(k, row.get(k)) for k in OUTPUT_COLUMNS})
-            else:
-                self.stream.write(json.dumps({k: row.get(k) for k in OUTPUT_COLUMNS}) + "\n")
-        self.stream.flush()
+
+class _StdoutRows:
+    """CSV rows on standard output, flushed after every batch."""
+
+    def __init__(self) -> None:
+        self.format = CsvRows(OUTPUT_COLUMNS, format_value=_csv_value)
+        sys.stdout.write(self.format.header)
+        sys.stdout.flush()
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        sys.stdout.write(self.format.encode(rows))
+        sys.stdout.flush()
 
     def close(self) -> None:
-        if self.stream not in (sys.stdout, sys.stderr):
-            self.stream.close()
+        pass
 
 
 def _csv_value(column: str, value: Any) -> Any:
@@ -257,40 +251,8 @@ def _csv_value(column: str, value: Any) -> Any:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Complete rows of an output file written by :class:`RowWriter` (a torn last line is dropped)."""
-    fmt = _format_of(path)
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    if not text:
-        return []
-    if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if tuple(reader.fieldnames or ()) != OUTPUT_COLUMNS:
-            raise PredictOutputError(
-                f"{path}: columns {reader.fieldnames} are not those of an mfclip prediction file "
-                f"{list(OUTPUT_COLUMNS)}; choose another --out"
-            )
-        return list(reader)
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise PredictOutputError(f"{path}: line {number} is not JSON; choose another --out") from None
-    return rows
-
-
-def _drop_torn_line(path: Path) -> None:
-    """Cut a partly written last line (from a crash) so appended rows start on a fresh line."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
+    """Complete rows of an output file, as written (CSV cells are text; a torn last line is left out)."""
+    return list(output_log(path).records())
 
 
 def _shard_paths(out: Path) -> list[Path]:
@@ -301,11 +263,39 @@ def _shard_path(out: Path, rank: int) -> Path:
     return out.with_name(f"{out.stem}.part-{rank}{out.suffix}")
 
 
+def _lock_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.lock")
+
+
+def _stamp(out: Path) -> SettingsStamp:
+    return SettingsStamp(out.with_name(f"{out.name}.settings.json"), "mfclip-predict")
+
+
+def prediction_settings(detector: Any, options: PredictOptions) -> dict[str, Any]:
+    """What shapes the rows of an output: the weights, the input preprocessing and the options that
+    change scores or labels (not batch size, workers or devices)."""
+    from mfclip.models.checkpoint import checkpoint_fingerprint
+
+    preprocessor = detector.preprocessor
+    transform = getattr(preprocessor.transform, "config", None)
+    return {
+        "checkpoint": checkpoint_fingerprint(detector.checkpoint) if detector.checkpoint else None,
+        "model": type(detector.model).__name__,
+        "image_size": preprocessor.image_size,
+        "transform": transform.to_dict() if transform is not None else None,
+        "face_detector": preprocessor.face_detector,
+        "max_pixels": preprocessor.max_pixels,
+        "dtype": str(detector.dtype).removeprefix("torch."),
+        "threshold": options.threshold,
+        "frames": options.frames,
+    }
+
+
 def done_paths(out: Path) -> set[str]:
     """Paths already written to ``out`` or to leftover shards of an interrupted multi-device run."""
-    done = {row["path"] for row in read_rows(out)}
+    done = {row["path"] for row in output_log(out).records()}
     for shard in _shard_paths(out):
-        done.update(row["path"] for row in read_rows(shard))
+        done.update(row["path"] for row in output_log(shard).records())
     return done
 
 
@@ -314,18 +304,15 @@ def merge_shards(out: Path) -> int:
     shards = _shard_paths(out)
     if not shards:
         return 0
-    _drop_torn_line(out)
-    present = {row["path"] for row in read_rows(out)}
-    writer = RowWriter.append_to(out)
+    log = output_log(out)
+    present = {row["path"] for row in log.records()}
     merged = 0
-    try:
+    with log:
         for shard in shards:
             rows = [_parse_row(row) for row in read_rows(shard) if row["path"] not in present]
-            writer.write(rows)
+            log.append(rows)
             present.update(row["path"] for row in rows)
             merged += len(rows)
-    finally:
-        writer.close()
     for shard in shards:
         shard.unlink()
     return merged
@@ -380,30 +367,26 @@ def _loader(
     )
 
 
-def _open_output(out: Path | None, options: PredictOptions) -> set[str]:
-    """Check the output and return the paths already done (resume)."""
+def _check_output(out: Path | None, options: PredictOptions) -> None:
     if out is None:
         if options.resume:
             raise PredictOutputError("--resume needs --out (there is nothing to resume from on stdout)")
         if options.distributed:
             raise PredictOutputError("prediction on several devices needs --out for its shard files")
-        return set()
+        return
     _format_of(out)
-    if options.resume:
-        return done_paths(out)
     exists = out.exists() and out.stat().st_size > 0
-    if (exists or _shard_paths(out)) and not options.overwrite:
+    if not options.resume and (exists or _shard_paths(out)) and not options.overwrite:
         raise PredictOutputError(
             f"{out}: already exists; pass --resume to continue it or --overwrite to replace it"
         )
-    return set()
 
 
 def _reset_output(out: Path) -> None:
-    if out.exists():
-        out.unlink()
+    out.unlink(missing_ok=True)
     for shard in _shard_paths(out):
         shard.unlink()
+    _stamp(out).remove()
 
 
 def predict_files(
@@ -420,19 +403,39 @@ def predict_files(
     options = options or PredictOptions()
     out_path = Path(out) if out is not None else None
     paths = collect_inputs(inputs)
+    _check_output(out_path, options)
     # Only rank 0 (or a single process) changes an existing output; other ranks of a relaunched job must not.
     first_rank = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
-    if out_path is not None and options.resume and not options.distributed:
-        merge_shards(out_path)  # rows left behind by an interrupted multi-device run
-    done = _open_output(out_path, options)
-    if out_path is not None and not options.resume and first_rank:
-        _reset_output(out_path)
+    if out_path is None or not first_rank:
+        return _predict_pending(detector, paths, out_path, options, first_rank)
+    with JobLock(_lock_path(out_path), "predict", out_path):
+        settings = prediction_settings(detector, options)
+        if options.resume:
+            _stamp(out_path).require(
+                settings,
+                holder=out_path,
+                what="rows",
+                advice="resume with the same checkpoint and options, or write to another --out",
+            )
+            if not options.distributed:
+                merge_shards(out_path)  # rows left behind by an interrupted multi-device run
+        else:
+            _reset_output(out_path)
+            _stamp(out_path).write(settings)
+        return _predict_pending(detector, paths, out_path, options, first_rank)
+
+
+def _predict_pending(
+    detector: Any, paths: list[str], out_path: Path | None, options: PredictOptions, first_rank: bool
+) -> PredictSummary:
+    """Score the ``paths`` that the output does not hold yet."""
+    done = done_paths(out_path) if out_path is not None and options.resume else set()
     pending = [p for p in paths if p not in done]
     summary = PredictSummary(
         inputs=len(paths), skipped=len(paths) - len(pending), written=0, errors=0, out=out_path
     )
     if not pending:
-        if out_path is not None and options.resume:
+        if out_path is not None and options.resume and first_rank:
             merge_shards(out_path)
         if first_rank:
             _write_header_only(out_path)
@@ -451,9 +454,9 @@ def predict_files(
 def _write_header_only(out: Path | None) -> None:
     """Leave a valid (header-only) output when there was nothing to score, so readers and --resume work."""
     if out is None:
-        RowWriter(sys.stdout, "csv", write_header=True).close()
+        _StdoutRows()
     elif not out.exists():
-        RowWriter.append_to(out).close()
+        output_log(out).open().close()
 
 
 def _count(summary: PredictSummary, rows: list[dict[str, Any]]) -> None:
@@ -470,11 +473,7 @@ def _predict_local(
 ) -> PredictSummary:
     from tqdm.auto import tqdm
 
-    if out is not None:
-        _drop_torn_line(out)
-        writer = RowWriter.append_to(out)
-    else:
-        writer = RowWriter(sys.stdout, "csv", write_header=True)
+    writer: AppendLog | _StdoutRows = output_log(out).open() if out is not None else _StdoutRows()
     progress = tqdm(
         total=len(loader.dataset),  # type: ignore[arg-type]
         unit="file",
@@ -487,7 +486,7 @@ def _predict_local(
             images = batch["images"]
             scores = detector.score(images) if images.numel() else torch.empty(0)
             rows = _rows(batch["items"], scores, options.threshold)
-            writer.write(rows)
+            writer.append(rows)
             _count(summary, rows)
             progress.update(len(rows))
     finally:
@@ -521,20 +520,24 @@ def _predict_distributed(
     class _ShardWriter(BasePredictionWriter):
         def __init__(self) -> None:
             super().__init__(write_interval="batch")
-            self.writer: RowWriter | None = None
+            self.writer: AppendLog | None = None
+            self.lock: JobLock | None = None
 
         def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dl_idx):  # type: ignore[no-untyped-def]
             if self.writer is None:
                 shard = _shard_path(out, trainer.global_rank)
-                _drop_torn_line(shard)
-                self.writer = RowWriter.append_to(shard)
-            self.writer.write(prediction)
+                self.lock = JobLock(_lock_path(shard), "predict", shard).acquire()
+                self.writer = output_log(shard).open()
+            self.writer.append(prediction)
             _count(summary, prediction)
 
         def on_predict_end(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
     trainer = L.Trainer(
         accelerator=options.accelerator,

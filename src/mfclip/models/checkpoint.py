@@ -39,6 +39,7 @@ __all__ = [
     "MODEL_CARD_NAME",
     "WEIGHTS_NAME",
     "CheckpointError",
+    "checkpoint_fingerprint",
     "is_checkpoint_dir",
     "load_checkpoint",
     "load_state_dict_into",
@@ -234,6 +235,25 @@ def is_checkpoint_dir(path: str | Path) -> bool:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def checkpoint_fingerprint(checkpoint: str | Path) -> str:
+    """Identifies the weights: their recorded SHA-256 for a checkpoint directory, else size and mtime."""
+    path = Path(checkpoint)
+    config = path / CONFIG_NAME
+    if path.is_dir() and config.is_file():
+        try:
+            document = json.loads(config.read_text(encoding="utf-8"))
+            digest = (document.get("weights") or {}).get("sha256")
+            if digest:
+                return f"sha256:{digest}"
+        except (OSError, json.JSONDecodeError):
+            pass
+        weights = path / WEIGHTS_NAME
+        stat = weights.stat() if weights.exists() else config.stat()
+    else:
+        stat = path.stat()
+    return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
