@@ -10,6 +10,7 @@ import torch
 from mfclip.models import registry
 from mfclip.models.baselines import ClipBaseline, ClipBaselineConfig, TimmCNN, TimmCNNConfig
 from mfclip.models.checkpoint import load_checkpoint, save_checkpoint
+from mfclip.models.weights import load_clip_weights_into
 from mfclip.utils.config import ConfigError
 
 BASELINES = {
@@ -59,12 +60,15 @@ def test_clip_probe_trains_only_its_head() -> None:
     assert not torch.equal(head_before, model.head.weight)
 
 
-def test_clip_finetune_trains_the_tower_at_the_pretrained_rate() -> None:
+def test_clip_finetune_trains_a_loaded_tower_at_the_pretrained_rate() -> None:
     model = registry.create_model("clip-finetune-tiny")
-    groups = model.parameter_groups()
     tower = {id(p) for p in model.visual.parameters()}
+    head = {id(p) for p in model.head.parameters()}
+    assert {id(p) for p in model.parameter_groups()["new"]} == tower | head  # randomly initialised
+    load_clip_weights_into(model, {f"visual.{k}": v for k, v in model.visual.state_dict().items()})
+    groups = model.parameter_groups()
     assert {id(p) for p in groups["pretrained"]} == tower
-    assert {id(p) for p in groups["new"]} == {id(p) for p in model.head.parameters()}
+    assert {id(p) for p in groups["new"]} == head
     model.train()
     assert model.visual.training
     output = model(_images())

@@ -277,11 +277,6 @@ def test_model_output_and_interface() -> None:
     assert isinstance(output, ModelOutput)
     assert output.text_prediction is not None and output.text_prediction.shape == (len(LABELS), 64)
     torch.testing.assert_close(model.encode_text(tokens, mask), output.text_features)
-    groups = model.parameter_groups()
-    towers = model.clip_towers()
-    tower_params = sum(p.numel() for t in towers.values() if t is not None for p in t.parameters())
-    assert sum(p.numel() for p in groups["pretrained"]) == tower_params
-    assert groups["new"]
     no_text = create_model("mfclip-tiny", losses={"cmc": 0, "kl": 0})
     assert not no_text.uses_text() and no_text.clip_towers()["text"] is None
 
@@ -311,3 +306,125 @@ def test_grad_cam_targets_the_image_branch(overrides: dict) -> None:
     noise_only = create_model("mfclip-tiny", **{"vision.image_branch": False})
     with pytest.raises(NotImplementedError, match="image branch"):
         noise_only.explain_target_layers()
+
+
+# --- parameter groups and weight decay ---------------------------------------------------------------
+
+
+def clip_state_of(model: MFCLIP, towers: tuple[str, ...] = ("visual", "text")) -> dict[str, torch.Tensor]:
+    """The model's CLIP towers as an open_clip state dict (what a pretrained CLIP file holds)."""
+    state: dict[str, torch.Tensor] = {}
+    if "visual" in towers:
+        state.update({f"visual.{k}": v for k, v in model.clip_towers()["visual"].state_dict().items()})
+    if "text" in towers:
+        state.update(model.clip_towers()["text"].state_dict())
+    return state
+
+
+def group_ids(model: MFCLIP) -> dict[str, set[int]]:
+    return {name: {id(p) for p in params} for name, params in model.parameter_groups().items()}
+
+
+def tower_ids(model: MFCLIP, name: str) -> set[int]:
+    return {id(p) for p in model.clip_towers()[name].parameters()}
+
+
+def test_randomly_initialised_towers_are_new_parameters() -> None:
+    model = create_model("mfclip-tiny")
+    assert model.pretrained_towers == set()
+    groups = group_ids(model)
+    assert groups["pretrained"] == set()
+    assert groups["new"] == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def test_only_the_towers_that_received_weights_are_pretrained(tmp_path) -> None:
+    from mfclip.models.weights import load_clip_weights_into
+
+    torch.manual_seed(0)
+    source = create_model("mfclip-tiny")
+    image_only = create_model("mfclip-tiny")
+    load_clip_weights_into(image_only, clip_state_of(source, ("visual",)), strict=False)
+    assert image_only.pretrained_towers == {"visual"}
+    groups = group_ids(image_only)
+    assert groups["pretrained"] == tower_ids(image_only, "visual")
+    assert tower_ids(image_only, "text") <= groups["new"]
+
+    path = tmp_path / "clip.pt"
+    torch.save(clip_state_of(source), path)
+    both = create_model("mfclip-tiny", clip_weights=str(path))
+    assert both.pretrained_towers == {"visual", "text"}
+    assert group_ids(both)["pretrained"] == tower_ids(both, "visual") | tower_ids(both, "text")
+    with pytest.raises(ValueError, match="no CLIP tower 'vision'"):
+        both.mark_pretrained(["vision"])
+
+
+def test_a_trained_checkpoint_counts_as_loaded(tmp_path) -> None:
+    from mfclip.models.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(create_model("mfclip-tiny"), tmp_path / "ckpt", {})
+    model, _ = load_checkpoint(tmp_path / "ckpt")
+    assert model.pretrained_towers == {"visual", "text"}
+    assert group_ids(model)["pretrained"] == tower_ids(model, "visual") | tower_ids(model, "text")
+
+
+def test_no_weight_decay_follows_open_clip() -> None:
+    model = create_model("mfclip-tiny", **{"spa.mode": "matrix"})
+    exempt = model.no_weight_decay()
+    params = dict(model.named_parameters())
+    assert "logit_scale" in exempt and params["logit_scale"].ndim == 0
+    for name, param in params.items():
+        is_norm = ".ln_" in name or "norm" in name or name.startswith("head.0.")
+        expected = param.ndim < 2 or is_norm or name.endswith(".bias")
+        assert (name in exempt) == expected, name
+    # The large matrices decay: projections, convolutions, embeddings of tokens and positions, SPA's W.
+    for name in ("vision.clip_vit.conv1.weight", "text.tower.token_embedding.weight", "spa.gate_logits"):
+        assert name not in exempt
+    assert "vision.clip_vit.class_embedding" in exempt and "vision.noise.features.0.0.bias" in exempt
+    batch_norm = "vision.noise.features.0.1.weight"
+    assert isinstance(model.get_submodule("vision.noise.features.0.1"), torch.nn.BatchNorm2d)
+    assert batch_norm in exempt
+
+
+# --- dtypes: float32 pixels whatever the model's dtype ----------------------------------------------
+
+
+def photo_crops(astronaut_rgb, size: int = 64, count: int = 16) -> torch.Tensor:
+    """Crops of a real photo (8-bit steps), where neighbouring patches often score close together."""
+    photo = torch.from_numpy(astronaut_rgb).permute(2, 0, 1).float() / 255
+    generator = torch.Generator().manual_seed(0)
+    tops = torch.randint(0, photo.shape[1] - size, (count,), generator=generator).tolist()
+    lefts = torch.randint(0, photo.shape[2] - size, (count,), generator=generator).tolist()
+    return torch.stack([photo[:, y : y + size, x : x + size] for y, x in zip(tops, lefts, strict=True)])
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, CVIT, {"vision.fusion": "concat"}], ids=["clip_vit", "cvit", "concat"]
+)
+def test_a_bfloat16_model_takes_float32_pixels_and_picks_the_float32_patches(
+    overrides: dict, astronaut_rgb
+) -> None:
+    pixels = photo_crops(astronaut_rgb)
+    torch.manual_seed(0)
+    model = create_model("mfclip-tiny", **overrides).eval()
+    with torch.no_grad():
+        reference = model(pixels)
+        reference_residual, _ = model.vision.noise_input(pixels)
+        half = model.to(torch.bfloat16)
+        output = half(pixels)
+        residual, _ = half.vision.noise_input(pixels)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = create_model("mfclip-tiny", **overrides).eval()(pixels)
+    assert output.logits.dtype == torch.bfloat16
+    assert torch.equal(output.extras["patch_index"], reference.extras["patch_index"])
+    assert torch.equal(mixed.extras["patch_index"], reference.extras["patch_index"])
+    assert residual.dtype == torch.float32 and torch.equal(residual, reference_residual)
+    assert len(set(reference.extras["patch_index"].tolist())) > 1
+    torch.testing.assert_close(output.p_fake, reference.p_fake, rtol=0.0, atol=0.02)
+
+
+def test_half_precision_pixels_are_widened_before_the_operators(astronaut_rgb) -> None:
+    pixels = photo_crops(astronaut_rgb, count=4)
+    model = create_model("mfclip-tiny").eval()
+    with torch.no_grad():
+        residual, index = model.vision.noise_input(pixels.to(torch.bfloat16))
+    assert residual.dtype == torch.float32 and index.dtype == torch.int64

@@ -156,14 +156,54 @@ def test_kl_is_text_to_prediction_and_detaches_the_text_target() -> None:
     assert text.grad is not None
 
 
-def test_logit_scale_starts_at_one_over_0_07_and_is_clamped_at_100() -> None:
+def test_logit_scale_starts_at_one_over_0_07_and_is_clamped_to_one_and_100() -> None:
     model = create_model("mfclip-tiny")
     torch.testing.assert_close(model.current_logit_scale(), torch.tensor(1 / 0.07))
-    raw = torch.tensor(math.log(500.0), requires_grad=True)
-    clamped = clamped_logit_scale(raw, 100.0)
-    torch.testing.assert_close(clamped, torch.tensor(100.0))
-    clamped.backward()
-    assert raw.grad == 0
+    for log_scale, expected in ((math.log(500.0), 100.0), (-2.0, 1.0)):
+        raw = torch.tensor(log_scale, requires_grad=True)
+        clamped = clamped_logit_scale(raw, 100.0)
+        torch.testing.assert_close(clamped, torch.tensor(expected))
+        clamped.backward()
+        assert raw.grad == 0
+    with torch.no_grad():
+        model.logit_scale.fill_(-3.0)
+    torch.testing.assert_close(model.current_logit_scale(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("spa_mode", ["content", "matrix", "none"])
+def test_losses_under_bf16_autocast_are_the_float32_losses(spa_mode: str) -> None:
+    from test_model import images, prompt_batch
+
+    torch.manual_seed(0)
+    model = create_model("mfclip-tiny", **{"spa.mode": spa_mode}).train()
+    if model.spa is not None and spa_mode == "content":
+        with torch.no_grad():
+            model.spa.out.weight.normal_()  # gates that depend on the pair
+    tokens, mask, labels = prompt_batch()
+    output = model(images(), tokens, mask)
+    expected = model.compute_loss(output, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.compute_loss(output, labels)
+    for key, value in expected.items():
+        assert mixed[key].dtype == torch.float32, key
+        torch.testing.assert_close(mixed[key], value, rtol=1e-6, atol=1e-6, msg=key)
+
+
+def test_a_bfloat16_model_computes_its_losses_in_float32() -> None:
+    from test_model import images, prompt_batch
+
+    torch.manual_seed(0)
+    model = create_model("mfclip-tiny").train()
+    tokens, mask, labels = prompt_batch()
+    reference = model.compute_loss(model(images(), tokens, mask), labels)
+    half = model.to(torch.bfloat16)
+    output = half(images(), tokens, mask)
+    assert output.image_features.dtype == torch.bfloat16
+    losses = half.compute_loss(output, labels)
+    assert all(value.dtype == torch.float32 for value in losses.values())
+    losses["loss"].backward()
+    assert half.spa.out.weight.grad is not None and half.logit_scale.grad is not None
+    torch.testing.assert_close(losses["loss"], reference["loss"], rtol=0.05, atol=0.05)
 
 
 def test_text_free_config_never_runs_a_text_tower_even_with_prompts() -> None:

@@ -24,20 +24,39 @@ from mfclip.models.registry import (
 )
 from mfclip.utils.config import ConfigError, StrictConfig
 
-PRESETS = ["mfclip-cvit", "mfclip-cvit-release", "mfclip-tiny", "mfclip-vit-b16"]
+MFCLIP_PRESETS = ["mfclip-cvit", "mfclip-cvit-release", "mfclip-tiny", "mfclip-vit-b16"]
+# Presets small enough to build and run on the test machine (every bundled one is validated).
+SMALL_PRESETS = [name for name in list_models() if get_model_config(name).image_size <= 64]
 
 
 def test_presets_are_listed_and_filtered() -> None:
     names = list_models()
-    assert set(PRESETS) <= set(names) and names == sorted(names)
+    assert set(MFCLIP_PRESETS) <= set(names) and names == sorted(names)
     assert list_models("mfclip-cvit*") == ["mfclip-cvit", "mfclip-cvit-release"]
     assert list_models("nothing-*") == []
+    assert {"mfclip-tiny", "clip-probe-tiny", "cnn-tiny"} <= set(SMALL_PRESETS)
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", list_models())
 def test_every_preset_is_a_valid_model_config(name: str) -> None:
     config = get_model_config(name)
-    assert isinstance(config, ModelConfig) and config.name == name and config.type == "mfclip"
+    assert config.name == name and config.type in registry.list_model_types()
+    assert isinstance(config, registry.model_type(config.type).config_class)
+    if name.startswith("mfclip-"):
+        assert isinstance(config, ModelConfig)
+
+
+@pytest.mark.parametrize("name", SMALL_PRESETS)
+def test_small_presets_build_and_take_float32_pixels_in_bfloat16(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    size = model.image_size
+    pixels = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = model.predict_proba(pixels)
+        half = model.to(torch.bfloat16).predict_proba(pixels)
+    assert reference.shape == half.shape == (2,) and torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), reference, rtol=0.0, atol=0.05)
 
 
 def test_parameter_counts_are_sensible() -> None:
@@ -55,7 +74,7 @@ def test_unknown_names_list_the_valid_ones() -> None:
         ConfigError, match=r"unknown model 'mfclip-vit-b61'\. Did you mean 'mfclip-vit-b16'"
     ) as exc:
         create_model("mfclip-vit-b61")
-    for name in PRESETS:
+    for name in list_models():
         assert name in str(exc.value)
     with pytest.raises(ConfigError, match=r"unknown model type 'nope'.*mfclip"):
         model_from_config({"type": "nope"})

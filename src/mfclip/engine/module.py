@@ -4,8 +4,11 @@ Training: forward with the prompt tokens when the model has a text tower, ``comp
 gradient-keeping all-gather when several processes train (so the contrastive loss and content SPA see the
 global batch), every loss term logged under ``train/``. Validation: P(fake) of every validation row →
 ``val/auc`` (the checkpoint criterion), ``val/acc`` at 0.5 and ``val/loss`` (cross-entropy of the head),
-each reduced over all processes. Optimiser: Adam with the pretrained CLIP towers at ``lr_pretrained`` and the
-rest at ``lr``, decayed by ``gamma`` every ``step_size_epochs`` epochs after an optional linear warmup.
+each reduced over all processes. Optimiser: Adam with the CLIP towers that received pretrained weights at
+``lr_pretrained`` and the rest (randomly initialised towers included) at ``lr``, no weight decay on biases,
+normalisation layers, 1-D parameters and the logit scale, decayed by ``gamma`` every ``step_size_epochs``
+epochs after an optional linear warmup. Which group each tower is in is logged when training starts and
+kept in the checkpoints, so a resumed run keeps its groups.
 """
 
 from __future__ import annotations
@@ -16,12 +19,17 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from mfclip.engine.config import OptimSection
 from mfclip.engine.distributed import gather_for_loss
 from mfclip.models.base import DetectorModel
+from mfclip.utils.config import ConfigError
+
+# Key of a Lightning checkpoint recording which CLIP towers trained in the ``pretrained`` group.
+PRETRAINED_TOWERS_KEY = "mfclip_pretrained_towers"
 
 
 class DetectorModule(L.LightningModule):
@@ -103,19 +111,73 @@ class DetectorModule(L.LightningModule):
         self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=True, sync_dist=True)
 
     # ---- optimisation -----------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        groups = self.model.parameter_groups()
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[PRETRAINED_TOWERS_KEY] = sorted(self.model.pretrained_towers)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs before configure_optimizers on resume: the towers keep the groups they trained in.
+        towers = checkpoint.get(PRETRAINED_TOWERS_KEY)
+        if towers is None:
+            if "optimizer_states" in checkpoint:
+                raise ConfigError(
+                    "the checkpoint records no optimiser groups (written by an mfclip version before "
+                    "pretrained and randomly initialised towers were told apart), so its optimiser state "
+                    "cannot be resumed; start a new run"
+                )
+            return
+        self.model.pretrained_towers = set()
+        self.model.mark_pretrained(towers)
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: (pretrained | new) × (with | without weight decay).
+
+        ``pretrained`` holds the CLIP towers that received pretrained weights, at ``lr_pretrained``;
+        ``new`` everything else, at ``lr``. The ``*_no_decay`` groups hold what
+        :meth:`~mfclip.models.base.DetectorModel.no_weight_decay` names, at weight decay 0.
+        """
         optim = self.optim
-        param_groups = [
-            {"params": params, "lr": lr, "name": name}
-            for name, params, lr in (
-                ("pretrained", groups.get("pretrained", []), optim.lr_pretrained),
-                ("new", groups.get("new", []), optim.lr),
-            )
-            if params
-        ]
+        groups = self.model.parameter_groups()
+        exempt_names = self.model.no_weight_decay()
+        exempt = {id(p) for name, p in self.model.named_parameters() if name in exempt_names}
+        result = []
+        for group, lr in (("pretrained", optim.lr_pretrained), ("new", optim.lr)):
+            params = groups.get(group, [])
+            for suffix, decay, chosen in (
+                ("", optim.weight_decay, [p for p in params if id(p) not in exempt]),
+                ("_no_decay", 0.0, [p for p in params if id(p) in exempt]),
+            ):
+                if chosen:
+                    result.append({"params": chosen, "lr": lr, "weight_decay": decay, "name": group + suffix})
+        return result
+
+    def describe_groups(self) -> str:
+        """One line per CLIP tower and one for the rest: its group, learning rate and why."""
+        optim = self.optim
+        lines = []
+        for name, tower in self.model.clip_towers().items():
+            if tower is None:
+                continue
+            origin = "pretrained weights" if name in self.model.pretrained_towers else "randomly initialised"
+            if not any(p.requires_grad for p in tower.parameters()):
+                lines.append(f"  {name} tower: frozen ({origin})")
+            elif name in self.model.pretrained_towers:
+                lines.append(f"  {name} tower: pretrained group, lr {optim.lr_pretrained:g} ({origin})")
+            else:
+                lines.append(f"  {name} tower: new group, lr {optim.lr:g} ({origin})")
+        lines.append(f"  every other parameter: new group, lr {optim.lr:g}")
+        exempt = sum(len(g["params"]) for g in self.optimizer_groups() if g["name"].endswith("_no_decay"))
+        lines.append(
+            f"  weight decay {optim.weight_decay:g}, except {exempt} bias, normalisation, 1-D and "
+            "logit-scale parameters (0)"
+        )
+        return "optimiser parameter groups:\n" + "\n".join(lines)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.optim
+        param_groups = self.optimizer_groups()
         if not param_groups:
             raise ValueError(f"{type(self.model).__name__} has no trainable parameters")
+        rank_zero_info(self.describe_groups())
         optimizer_class = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
         optimizer = optimizer_class(
             param_groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay

@@ -6,7 +6,7 @@ normalises them itself, so data loaders, the Detector, the server and exported g
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -34,9 +34,18 @@ class ModelOutput:
 
 
 class DetectorModel(nn.Module):
-    """Base class of all detectors. Subclasses set ``self.config`` and implement ``forward``."""
+    """Base class of all detectors. Subclasses set ``self.config`` and implement ``forward``.
+
+    ``pretrained_towers`` names the CLIP towers (keys of :meth:`clip_towers`) that hold pretrained
+    weights: the weight loaders and the checkpoint loader record them (:meth:`mark_pretrained`), and
+    :meth:`parameter_groups` puts only those towers in the ``pretrained`` group.
+    """
 
     config: StrictConfig
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pretrained_towers: set[str] = set()
 
     @property
     def image_size(self) -> int:
@@ -86,17 +95,72 @@ class DetectorModel(nn.Module):
         """Turns a target layer's activation into (B, C, H, W) for Grad-CAM, or None if already so."""
         return None
 
+    def mark_pretrained(self, towers: Iterable[str] | None = None) -> None:
+        """Record that ``towers`` (names of :meth:`clip_towers`; None: every tower the model has) now hold
+        pretrained weights."""
+        present = {name for name, tower in self.clip_towers().items() if tower is not None}
+        names = present if towers is None else set(towers)
+        unknown = names - present
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no CLIP tower {sorted(unknown)[0]!r}; it has {sorted(present)}"
+            )
+        self.pretrained_towers |= names
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters split into ``pretrained`` (CLIP towers) and ``new``, for separate learning rates."""
+        """Trainable parameters split for separate learning rates.
+
+        ``pretrained``: the CLIP towers that received pretrained weights (:attr:`pretrained_towers`);
+        ``new``: everything else, randomly initialised towers included.
+        """
         pretrained_ids: set[int] = set()
-        for tower in self.clip_towers().values():
-            if tower is not None:
+        for name, tower in self.clip_towers().items():
+            if tower is not None and name in self.pretrained_towers:
                 pretrained_ids.update(id(p) for p in tower.parameters())
         groups: dict[str, list[nn.Parameter]] = {"pretrained": [], "new": []}
         for param in self.parameters():
             if param.requires_grad:
                 groups["pretrained" if id(param) in pretrained_ids else "new"].append(param)
         return groups
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters trained without weight decay (open_clip's rule).
+
+        Every parameter with fewer than two dimensions (biases, normalisation gains, class embeddings,
+        the logit scale, level weights) and every parameter of a normalisation layer.
+        """
+        exempt = {name for name, param in self.named_parameters() if param.ndim < 2}
+        for module_name, module in self.named_modules():
+            if isinstance(module, _NORM_LAYERS):
+                prefix = f"{module_name}." if module_name else ""
+                exempt.update(prefix + name for name, _ in module.named_parameters(recurse=False))
+        return exempt
+
+
+_NORM_LAYERS = (
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.RMSNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
+
+
+def to_parameter_dtype(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs`` in the floating dtype of ``module``'s parameters (unchanged when it has none).
+
+    Models take float32 pixels whatever their own dtype; each branch casts what it feeds its layers.
+    Under autocast the parameters stay float32, so this is a no-op and autocast picks the compute dtype.
+    """
+    for param in module.parameters():
+        if param.is_floating_point():
+            return inputs.to(param.dtype)
+    return inputs
 
 
 class _ProbabilityHead(nn.Module):

@@ -23,7 +23,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from pydantic import Field
 from torch import nn
 
-from mfclip.models.base import DetectorModel, ModelOutput
+from mfclip.models.base import DetectorModel, ModelOutput, to_parameter_dtype
 from mfclip.models.config import ClipViTConfig
 from mfclip.models.registry import register_model_type
 from mfclip.models.vision import build_clip_vit
@@ -125,7 +125,7 @@ class ClipBaseline(DetectorModel):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The tower's image embedding (B, embed_dim), unnormalised."""
         check_images(images, self.image_size)
-        return self.visual(self.normalize(images))
+        return self.visual(to_parameter_dtype(self.visual, self.normalize(images)))
 
     def forward(
         self,
@@ -240,7 +240,8 @@ class TimmCNN(DetectorModel):
     ) -> ModelOutput:
         check_images(images, self.image_size)
         network = self.network
-        features = network.forward_head(network.forward_features(self.normalize(images)), pre_logits=True)
+        inputs = to_parameter_dtype(network, self.normalize(images))
+        features = network.forward_head(network.forward_features(inputs), pre_logits=True)
         return ModelOutput(logits=network.get_classifier()(features), image_features=features)
 
     def load_backbone_weights(self, path: str | Path, strict: bool = False) -> dict[str, list[str]]:

@@ -339,6 +339,7 @@ def load_checkpoint(
             )
     else:
         model, metadata = _load_directory(path, strict, config)
+    model.mark_pretrained()  # fine-tuning a trained detector: all its towers hold learned weights
     return model.to(map_location).eval(), metadata
 
 

@@ -18,8 +18,11 @@ from mfclip.models.spa import SamplePairAttention
 
 
 def clamped_logit_scale(log_scale: torch.Tensor, maximum: float) -> torch.Tensor:
-    """exp(s) with s clamped at log(maximum), as CLIP clamps its logit scale."""
-    return log_scale.clamp(max=math.log(maximum)).exp()
+    """exp(s) with s clamped to [0, log(maximum)], as CLIP clamps its logit scale (so 1 <= exp(s) <= max).
+
+    Outside the range the gradient with respect to s is zero.
+    """
+    return log_scale.clamp(min=0.0, max=math.log(maximum)).exp()
 
 
 def local_offset(local: torch.Tensor, gathered: torch.Tensor, gather: GatherFn) -> int:

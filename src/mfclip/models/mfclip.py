@@ -114,10 +114,10 @@ class MFCLIP(DetectorModel):
 
     # ---- losses -------------------------------------------------------------------------------------
     def current_logit_scale(self) -> torch.Tensor | None:
-        """exp(s), clamped at losses.logit_scale_max; None when ℓcmc is off."""
+        """exp(s) with s clamped to [0, ln losses.logit_scale_max]; None when ℓcmc is off."""
         if self.logit_scale is None:
             return None
-        return clamped_logit_scale(self.logit_scale, self.config.losses.logit_scale_max)
+        return clamped_logit_scale(self.logit_scale.float(), self.config.losses.logit_scale_max)
 
     def compute_loss(
         self, output: ModelOutput, labels: torch.Tensor, gather: GatherFn | None = None
@@ -126,6 +126,8 @@ class MFCLIP(DetectorModel):
 
         Terms with weight 0 are not computed. In training mode a text term with a non-zero weight needs
         the text features (call forward with prompt_tokens); in evaluation missing ones are left out.
+        Every term is computed in float32 with autocast disabled (mixed precision runs the towers, not
+        the losses), whatever the dtype of the features or of the model.
         """
         logits = output.logits
         if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
@@ -133,6 +135,13 @@ class MFCLIP(DetectorModel):
         invalid = labels[(labels != 0) & (labels != 1)]
         if invalid.numel():
             raise ValueError(f"labels must be 0 (real) or 1 (fake), got {invalid[0].item()!r}")
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self._float32_losses(output, labels, gather)
+
+    def _float32_losses(
+        self, output: ModelOutput, labels: torch.Tensor, gather: GatherFn | None
+    ) -> dict[str, torch.Tensor]:
+        logits = output.logits
         losses = self.config.losses
         total = logits.new_zeros((), dtype=torch.float32)
         result: dict[str, torch.Tensor] = {}
@@ -153,7 +162,7 @@ class MFCLIP(DetectorModel):
                 cmc = contrastive_loss(
                     F.normalize(output.image_features.float(), dim=-1),
                     F.normalize(output.text_features.float(), dim=-1),
-                    scale.float(),
+                    scale,
                     self.spa,
                     gather,
                 )

@@ -63,12 +63,17 @@ class SamplePairAttention(nn.Module):
                     f"(spa.max_batch); got a batch of {needed}. Raise spa.max_batch or use spa.mode 'content'"
                 )
             block = self.gate_logits[row_start : row_start + rows, col_start : col_start + cols]
-            return torch.sigmoid(block)
+            return torch.sigmoid(block.to(image_rows.dtype))
+        # The gate runs in the features' dtype (float32 in the losses), whatever the dtype of its weights.
+        dtype = image_rows.dtype
         image_text = image_rows @ text_cols.T  # a_ij
         text_text = text_rows @ text_cols.T  # b_ij
+        pair_weights = self.pair_weights.to(dtype)
+        projected = F.linear(image_rows, self.image_proj.weight.to(dtype), self.image_proj.bias.to(dtype))
         hidden = (
-            image_text.unsqueeze(-1) * self.pair_weights[0]
-            + text_text.unsqueeze(-1) * self.pair_weights[1]
-            + self.image_proj(image_rows).unsqueeze(1)
+            image_text.unsqueeze(-1) * pair_weights[0]
+            + text_text.unsqueeze(-1) * pair_weights[1]
+            + projected.unsqueeze(1)
         )
-        return torch.sigmoid(self.out(F.gelu(hidden)).squeeze(-1))
+        gate_logits = F.linear(F.gelu(hidden), self.out.weight.to(dtype), self.out.bias.to(dtype))
+        return torch.sigmoid(gate_logits.squeeze(-1))

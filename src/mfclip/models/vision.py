@@ -21,9 +21,15 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
+from mfclip.models.base import to_parameter_dtype
 from mfclip.models.config import ClipViTConfig, ModelConfig, TokenEncoderConfig
 from mfclip.ops import richest_patch, srm_residual
 from mfclip.utils.config import ConfigError
+
+
+def float32_pixels(images: torch.Tensor) -> torch.Tensor:
+    """Images widened to float32 when they come in a narrower float dtype (float64 stays float64)."""
+    return images if images.dtype in (torch.float32, torch.float64) else images.float()
 
 
 def vgg_blocks(in_channels: int, channels: list[int], convs_per_block: list[int]) -> nn.Sequential:
@@ -193,7 +199,10 @@ class MultiModalVisionEncoder(nn.Module):
             raise ValueError("images is an empty batch")
 
     def global_input(self, images: torch.Tensor) -> torch.Tensor:
-        """What the global branch sees: normalised pixels, or the released 0–255 transposed input."""
+        """What the global branch sees: normalised pixels, or the released 0–255 transposed input.
+
+        Computed in the pixels' dtype (float32 from :meth:`forward`); the branch casts it to its own.
+        """
         if self.config.vision.release_input:
             return images.transpose(-1, -2) * 255.0
         if self.config.vision.normalize == "clip":
@@ -201,25 +210,37 @@ class MultiModalVisionEncoder(nn.Module):
         return images
 
     def noise_input(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The SRM residual of the selected patch, and the selected patch index per image."""
+        """The SRM residual of the selected patch (float32), and the selected patch index per image.
+
+        The operators always see float32 pixels with autocast off, so the chosen patch and its residual do
+        not depend on the model's dtype or on mixed precision.
+        """
         noise = self.config.vision.noise
         generator = None
         if noise.patch_mode == "random" and not self.training:
             # Evaluation stays reproducible: the same random patches every call.
             generator = torch.Generator(device=images.device).manual_seed(0)
-        patches, index = richest_patch(images, grid=noise.grid, mode=noise.patch_mode, generator=generator)
-        return srm_residual(patches, input_scale=noise.srm_input_scale), index
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            pixels = float32_pixels(images)
+            patches, index = richest_patch(pixels, noise.grid, noise.patch_mode, generator)
+            return srm_residual(patches, input_scale=noise.srm_input_scale), index
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Fused feature (B, embed_dim) of float [0, 1] images and extras (``patch_index``).
+
+        Half-precision pixels are widened to float32 first; each branch then casts its own input to the
+        dtype of its parameters, so a model cast to bfloat16 takes the same float32 pixels.
+        """
+        images = float32_pixels(images)
         extras: dict[str, torch.Tensor] = {}
         outputs = []
         branch = self.global_branch
         if branch is not None:
-            outputs.append(branch(self.global_input(images)))
+            outputs.append(branch(to_parameter_dtype(branch, self.global_input(images))))
         if self.noise is not None:
             residual, index = self.noise_input(images)
             extras["patch_index"] = index
-            outputs.append(self.noise(residual.to(images.dtype)))
+            outputs.append(self.noise(to_parameter_dtype(self.noise, residual)))
         if len(outputs) == 1:
             return outputs[0], extras
         if self.fuse is not None:

@@ -624,8 +624,9 @@ def load_clip_weights_into(
 ) -> ClipLoadReport:
     """Load pretrained CLIP weights into a model's open_clip towers.
 
-    ``model`` is a :class:`~mfclip.models.base.DetectorModel` (its ``clip_towers()`` are filled), an
-    open_clip ``CLIP``, or a mapping ``{"visual": VisionTransformer | None, "text": TextTransformer | None}``.
+    ``model`` is a :class:`~mfclip.models.base.DetectorModel` (its ``clip_towers()`` are filled, and the
+    towers loaded are recorded in its ``pretrained_towers``), an open_clip ``CLIP``, or a mapping
+    ``{"visual": VisionTransformer | None, "text": TextTransformer | None}``.
 
     With ``strict`` every tensor of every present tower must come from the checkpoint, the checkpoint must
     not hold tower tensors the model lacks, and a recorded activation or head count must match the tower;
@@ -673,6 +674,8 @@ def load_clip_weights_into(
             )
         report.loaded[tower_name] = len(tensors)
     report.skipped = sorted(k for k in weights.state_dict if k not in used)
+    if hasattr(model, "mark_pretrained"):
+        model.mark_pretrained(report.loaded)  # these towers now train at the pretrained learning rate
     return report
 
 
