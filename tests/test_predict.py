@@ -264,7 +264,7 @@ def test_header_beyond_the_decompression_bomb_limit_is_an_error_row(
     assert cli("predict", "-c", checkpoint, huge, good, "--out", out, "--no-progress") == 0
     rows = {Path(r["path"]).name: r for r in read_csv(out)}
     assert rows["img0.png"]["error"] == "" and rows["huge.png"]["p_fake"] == ""
-    assert "image is 225000000 pixels, above the limit" in rows["huge.png"]["error"]
+    assert "image is 15000x15000 = 225000000 pixels, above the limit 64000000" in rows["huge.png"]["error"]
 
 
 @pytest.mark.parametrize(
