@@ -1,4 +1,4 @@
-"""Image decoding under limits: high-bit-depth conversion, decoded-size budgets, JPEG reduction, interrupts."""
+"""Image decoding under limits: high-bit-depth conversion, decoded-size budgets, JPEG reduction."""
 
 from __future__ import annotations
 
