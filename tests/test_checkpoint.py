@@ -109,7 +109,27 @@ def test_config_json_layout(model: DetectorModel, saved: Path) -> None:
 
 
 def test_model_card_mentions_synthetic_data_and_metrics(saved: Path) -> None:
-    card = (saved / "README.md").read_text()
+    from huggingface_hub import ModelCard
+
+    from mfclip.models.model_card import strip_front_matter
+
+    text = (saved / "README.md").read_text()
+    hub = ModelCard(text).data.to_dict()  # the Hub's own parser reads the front matter
+    assert hub["library_name"] == "mfclip"
+    assert hub["synthetic_training_data"] is True and "synthetic-data" in hub["tags"]
+    assert hub["datasets"] == ["synthetic-faces"]
+    results = {
+        (r["dataset"]["name"], m["type"]): m["value"]
+        for r in hub["model-index"][0]["results"]
+        for m in r["metrics"]
+    }
+    assert results == {
+        ("seen", "auc"): 0.91234,
+        ("seen", "ap"): 0.9,
+        ("unseen", "auc"): 0.71111,
+        ("unseen", "ap"): 0.7,
+    }
+    card = strip_front_matter(text)
     assert card.startswith("# mfclip-tiny-demo")
     head = card[:600]
     assert "Trained on synthetic data" in head  # prominent: right under the title
@@ -427,3 +447,101 @@ def test_unsafe_or_foreign_torch_files(tmp_path: Path) -> None:
     text.write_text("hello")
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         load_checkpoint(text)
+
+
+# ------------------------------------------------------------------------------------------------
+# What config.json may point at, and what it may ask to build
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../outside/model.safetensors", "sub/model.safetensors", "/etc/passwd", "..\\outside.safetensors", ".."],
+)
+def test_weights_file_stays_inside_the_checkpoint(saved: Path, tmp_path: Path, name: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes())
+    copy = copy_checkpoint(saved, tmp_path)
+    (copy / "sub").mkdir()
+    (copy / "sub" / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes())
+    document = json.loads((copy / "config.json").read_text())
+    document["weights"]["file"] = name
+    (copy / "config.json").write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match=r"weights\.file .* is not a file name inside the checkpoint"):
+        load_checkpoint(copy)
+
+
+def test_weights_record_fields_are_checked(saved: Path, tmp_path: Path) -> None:
+    copy = copy_checkpoint(saved, tmp_path)
+    document = json.loads((copy / "config.json").read_text())
+    for key, value, message in [
+        ("bytes", "12", "weights.bytes must be a byte count"),
+        ("sha256", "abc", "weights.sha256 must be 64 hex digits"),
+        ("file", "model.bin", "is not a .safetensors file"),
+    ]:
+        broken = json.loads(json.dumps(document))
+        broken["weights"][key] = value
+        (copy / "config.json").write_text(json.dumps(broken))
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(copy)
+
+
+@pytest.fixture
+def no_real_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Fail any model build that would allocate memory (one outside the meta device)."""
+    from mfclip.models import registry
+
+    builds: list[str] = []
+    original = registry.model_from_config
+
+    def guarded(config):
+        device = torch.empty(0).device.type
+        builds.append(device)
+        if device != "meta":
+            raise AssertionError("a model was allocated before its config was checked against the weights")
+        return original(config)
+
+    monkeypatch.setattr(registry, "model_from_config", guarded)
+    return builds
+
+
+def test_oversized_config_fails_before_allocation(
+    saved: Path, tmp_path: Path, no_real_builds: list[str]
+) -> None:
+    copy = copy_checkpoint(saved, tmp_path)
+    document = json.loads((copy / "config.json").read_text())
+    document["model"]["vision"]["clip_vit"].update(width=1024, layers=24, heads=16)  # a ViT-L image tower
+    (copy / "config.json").write_text(json.dumps(document))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(copy)
+    message = str(err.value)
+    assert "model expects (1024," in message and "model.vision.clip_vit.width" in message
+    assert "nothing was allocated" in message
+    assert no_real_builds == ["meta"]
+
+
+def test_absurd_repetition_count_is_refused_before_building(
+    saved: Path, tmp_path: Path, no_real_builds: list[str]
+) -> None:
+    copy = copy_checkpoint(saved, tmp_path)
+    document = json.loads((copy / "config.json").read_text())
+    document["model"]["text"]["layers"] = 10_000_000
+    (copy / "config.json").write_text(json.dumps(document))
+    with pytest.raises(
+        CheckpointError, match=r"model\.text\.layers = 10000000 cannot describe model\.safetensors"
+    ):
+        load_checkpoint(copy)
+    assert no_real_builds == []
+
+
+def test_lightning_file_with_a_wrong_config_fails_before_allocation(
+    model: DetectorModel, tmp_path: Path, no_real_builds: list[str]
+) -> None:
+    config = model.config.to_dict()
+    config["text"]["width"] = 2048
+    path = tmp_path / "x.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"model": config}}, path)
+    with pytest.raises(CheckpointError, match=r"model expects \(.*2048"):
+        load_checkpoint(path)
+    assert no_real_builds == ["meta"]

@@ -10,7 +10,7 @@ from mfclip.cli.errors import run_app
 from mfclip.cli.main import COMMAND_MODULES, app
 
 COMMANDS = ("models", "import", "manifest", "preprocess", "synth", "train", "eval", "report", "compare")
-COMMANDS += ("demo", "predict", "explain", "serve", "export")
+COMMANDS += ("demo", "predict", "explain", "serve", "export", "push")
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

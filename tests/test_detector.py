@@ -169,7 +169,7 @@ def test_missing_corrupt_and_unreachable_checkpoints(checkpoint: Path, tmp_path:
     with pytest.raises(CheckpointError, match=r"model\.safetensors"):
         Detector.from_pretrained(truncated)
     # A Hub id cannot be fetched offline (HF_HUB_OFFLINE=1 in the tests): a clear error, not a traceback.
-    with pytest.raises(CheckpointError, match="could not be fetched from the Hugging Face Hub"):
+    with pytest.raises(CheckpointError, match="not in the local Hugging Face cache and HF_HUB_OFFLINE=1"):
         Detector.from_pretrained("mfclip-org/no-such-model")
 
 

@@ -159,6 +159,59 @@ def test_openai_torchscript_archive(tmp_path: Path, source: open_clip.CLIP) -> N
     assert "openai-torchscript" in report.summary()
 
 
+class _ScriptedState(nn.Module):
+    """A module whose scripted __setstate__ (run by torch.jit.load) announces itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight.sum()
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, bool]:
+        return (self.weight, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool]) -> None:
+        print("scripted __setstate__ ran")
+        self.weight = state[0]
+        self.training = state[1]
+
+
+class _ArchiveWithScriptedState(_OpenAIArchive):
+    def __init__(self, clip: open_clip.CLIP) -> None:
+        super().__init__(clip)
+        self.extra = _ScriptedState()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.extra(self.visual(image))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_torchscript_archives_are_read_without_running_them(
+    tmp_path: Path, source: open_clip.CLIP, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    plain = write_openai_torchscript(source, tmp_path / "ViT-tiny.pt")
+    with torch.no_grad():
+        scripted = torch.jit.script(_ArchiveWithScriptedState(source))
+    torch.jit.save(scripted, str(tmp_path / "scripted-state.pt"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.jit.load runs the archive's code")
+
+    monkeypatch.setattr(torch.jit, "load", refuse)
+    towers = tiny_towers()
+    load_clip_weights_into(towers, plain)  # tensors straight from the zip
+    assert_towers_match_clip(towers, source)
+    with pytest.raises(
+        CheckpointError, match=r"scripted __setstate__, which mfclip does not run.*safetensors"
+    ):
+        read_clip_weights(tmp_path / "scripted-state.pt")
+    assert "scripted __setstate__ ran" not in capfd.readouterr().out
+
+
 def test_openai_plain_state_dict_in_half_precision(tmp_path: Path) -> None:
     source = tiny_clip()
     with torch.no_grad():  # make every value exactly representable in float16
@@ -307,6 +360,42 @@ def test_huggingface_clip_directory(tmp_path: Path, hf_clip, weights_file: str) 
     clip.load_state_dict(weights.state_dict, strict=True)
     with torch.no_grad():
         torch.testing.assert_close(clip.encode_image(IMAGES), expected_image, atol=1e-5, rtol=0)
+
+
+def test_hub_ids_resolve_through_the_hub_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hf_clip, source: open_clip.CLIP
+) -> None:
+    """``hf-hub:`` ids of both Hub layouts read from a Hugging Face cache the test writes, offline."""
+    from huggingface_hub import constants
+
+    from hub_server import write_hub_cache
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    hf_dir = tmp_path / "hf"
+    hf_clip.save_pretrained(hf_dir)
+    files = {name: hf_dir / name for name in ("config.json", "model.safetensors")}
+    write_hub_cache(cache, "openai/clip-tiny", files)
+    open_clip_dir = write_open_clip_dir(source, tmp_path / "oc")
+    oc_files = {p.name: p for p in open_clip_dir.iterdir()}
+    write_hub_cache(cache, "timm/tiny-clip", oc_files, revision="v1")
+
+    towers = tiny_towers()
+    report = load_clip_weights_into(towers, "hf-hub:openai/clip-tiny")
+    assert report.source == "hf-hub:openai/clip-tiny" and report.source_format == "huggingface-dir"
+    with torch.no_grad():
+        expected = _features(hf_clip.get_image_features(pixel_values=IMAGES))
+        torch.testing.assert_close(towers["visual"](IMAGES), expected, atol=1e-5, rtol=0)
+    assert set(load_clip_state_dict("openai/clip-tiny")) == set(
+        load_clip_state_dict("hf-hub:openai/clip-tiny")
+    )
+
+    towers = tiny_towers()
+    assert load_clip_weights_into(towers, "hf-hub:timm/tiny-clip@v1").source_format == "open_clip-dir"
+    assert_towers_match_clip(towers, source)
+    with pytest.raises(CheckpointError, match="not available offline"):
+        load_clip_state_dict("hf-hub:timm/tiny-clip")  # only the v1 ref is cached
 
 
 def test_huggingface_into_gelu_towers_is_refused(tmp_path: Path, hf_clip) -> None:

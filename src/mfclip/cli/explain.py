@@ -14,7 +14,10 @@ def register(app: typer.Typer) -> None:
 def explain_command(
     image: Path = typer.Argument(..., help="The image to explain."),
     checkpoint: str = typer.Option(
-        ..., "--checkpoint", "-c", help="Checkpoint directory (or a Hub id when online)."
+        ...,
+        "--checkpoint",
+        "-c",
+        help="Checkpoint directory, or hf-hub:owner/name[@revision] from the Hugging Face Hub.",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Output panel: .png, .jpg/.jpeg, .pdf or .svg (by its suffix)."

@@ -13,7 +13,10 @@ def register(app: typer.Typer) -> None:
 
 def export_command(
     checkpoint: str = typer.Option(
-        ..., "--checkpoint", "-c", help="Checkpoint directory (or a Hub id when online)."
+        ...,
+        "--checkpoint",
+        "-c",
+        help="Checkpoint directory, or hf-hub:owner/name[@revision] from the Hugging Face Hub.",
     ),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
     out: Path = typer.Option(
@@ -41,7 +44,11 @@ def export_command(
     detector = Detector.from_pretrained(checkpoint, device="cpu")
     typer.echo(f"mfclip export: {detector.summary()}", err=True)
     if out is None:
+        from mfclip.models.hub import is_hub_id, parse_hub_id
+
         name = detector.checkpoint.stem if detector.checkpoint is not None else "model"
+        if is_hub_id(checkpoint):  # not the commit-named snapshot folder of the Hub cache
+            name = parse_hub_id(checkpoint).repo_id.split("/")[1]
         out = Path(f"{name}{SUFFIXES[fmt]}")
     if fmt == "onnx":
         result = export_onnx(detector.model, out, opset=opset, exporter=exporter, atol=atol)

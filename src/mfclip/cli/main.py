@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "explain",
     "serve",
     "export",
+    "push",
 ]
 
 app = typer.Typer(

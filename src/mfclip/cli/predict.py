@@ -14,7 +14,10 @@ def register(app: typer.Typer) -> None:
 def predict_command(
     inputs: list[Path] = typer.Argument(..., help="Image or video files, or folders (searched recursively)."),
     checkpoint: str = typer.Option(
-        ..., "--checkpoint", "-c", help="Checkpoint directory (or a Hugging Face Hub id when online)."
+        ...,
+        "--checkpoint",
+        "-c",
+        help="Checkpoint directory, or hf-hub:owner/name[@revision] from the Hugging Face Hub.",
     ),
     out: Path = typer.Option(
         None, "--out", "-o", help="Output .csv or .jsonl, written as it goes (default: CSV on stdout)."

@@ -11,7 +11,10 @@ def register(app: typer.Typer) -> None:
 
 def serve_command(
     checkpoint: str = typer.Option(
-        ..., "--checkpoint", "-c", help="Checkpoint directory (or a Hub id when online)."
+        ...,
+        "--checkpoint",
+        "-c",
+        help="Checkpoint directory, or hf-hub:owner/name[@revision] from the Hugging Face Hub.",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),

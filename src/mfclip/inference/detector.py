@@ -20,6 +20,7 @@ import torch
 from mfclip.data.decode import DEFAULT_MAX_PIXELS
 from mfclip.inference.preprocess import Preprocessor
 from mfclip.models.base import DetectorModel
+from mfclip.models.hub import resolve_checkpoint
 from mfclip.utils.device import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -121,10 +122,12 @@ class Detector:
         batch_size: int = 32,
         revision: str | None = None,
     ) -> Detector:
-        """Load a checkpoint directory, or download one from the Hugging Face Hub (``owner/name``).
+        """Load a checkpoint directory, or one from the Hugging Face Hub (``hf-hub:owner/name[@revision]``).
 
+        Hub checkpoints are resolved through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``; ``revision``
+        or ``@revision`` picks a branch, tag or commit) and read by the same loader as local directories.
         Raises :class:`~mfclip.models.checkpoint.CheckpointError` naming the directory when it is missing,
-        corrupt or incompatible, and when a Hub id cannot be fetched (for example offline).
+        corrupt or incompatible, and with one line when a Hub id cannot be fetched (for example offline).
         """
         from mfclip.models.checkpoint import load_checkpoint
 
@@ -298,31 +301,4 @@ def _transform_config(metadata: dict[str, Any]) -> Any:
     return TransformConfig.from_dict(settings, source="checkpoint metadata 'transform'")
 
 
-def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """A local checkpoint for ``name_or_path``: the directory (or .ckpt / .pt file), or a Hub download."""
-    from mfclip.models.checkpoint import CheckpointError
-
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path  # a checkpoint directory, or a Lightning .ckpt / .pt file
-    text = str(name_or_path)
-    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and "\\" not in text
-    if not looks_like_hub_id:
-        raise CheckpointError(f"{text}: no such checkpoint directory")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise CheckpointError(
-            f"{text}: no such directory, and huggingface_hub is not installed to fetch it from the Hub"
-        ) from None
-    try:
-        return Path(snapshot_download(repo_id=text, revision=revision))
-    except Exception as exc:
-        raise CheckpointError(
-            f"{text}: no such checkpoint directory, and it could not be fetched from the Hugging Face Hub "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no details'}); "
-            "without network access, pass a local checkpoint directory"
-        ) from None
-
-
-__all__ = ["Detector", "Prediction", "VideoPrediction", "resolve_checkpoint"]
+__all__ = ["Detector", "Prediction", "VideoPrediction"]

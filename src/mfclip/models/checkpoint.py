@@ -5,28 +5,52 @@ A checkpoint is a directory::
     config.json        {"format": "mfclip-checkpoint", "format_version": 1, "mfclip_version": ...,
                         "model": <model config>, "metadata": {...}, "weights": {file, bytes, sha256, ...}}
     model.safetensors  the model's state dict
-    README.md          a generated model card
+    README.md          a generated model card (with Hugging Face Hub front matter)
 
 :func:`load_checkpoint` also reads a Lightning ``.ckpt`` or a ``.pt`` file (weights read with
 ``torch.load(weights_only=True)``), taking the model config from the file's hyper-parameters or from
-``config=``.
+``config=``, and a Hugging Face Hub id (``hf-hub:owner/name[@revision]``). Before a model is built, the
+tensor shapes its config implies are compared with the file's on the ``meta`` device, so a config that does
+not describe the weights fails without allocating anything.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from mfclip.models import registry
+from mfclip.models.readers import (
+    ALIASES_KEY,
+    CONFIG_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    MODEL_CARD_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    checkpoint_weights_path,
+    file_record,
+    is_checkpoint_dir,
+    read_checkpoint_config,
+    read_safetensors,
+    read_torch_file,
+    safetensors_shapes,
+    strip_wrapper_prefixes,
+    verify_file,
+    verify_sidecar,
+)
+from mfclip.utils.config import ConfigError
 
 if TYPE_CHECKING:
     from mfclip.models.base import DetectorModel
@@ -49,18 +73,8 @@ __all__ = [
     "strip_wrapper_prefixes",
 ]
 
-FORMAT = "mfclip-checkpoint"
-FORMAT_VERSION = 1
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-MODEL_CARD_NAME = "README.md"
-
-_ALIASES_KEY = "mfclip_aliases"  # safetensors metadata: {dropped key: kept key} for tied tensors
 _TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or weights file is missing, malformed or does not fit the model (the message says so)."""
+ConfigSource = Any  # a StrictConfig, a mapping, a preset name, a YAML/JSON file or a checkpoint directory
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -98,7 +112,7 @@ def save_checkpoint(
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
         weights_path = staging / WEIGHTS_NAME
-        save_file(tensors, str(weights_path), metadata={"format": "pt", _ALIASES_KEY: json.dumps(aliases)})
+        save_file(tensors, str(weights_path), metadata={"format": "pt", ALIASES_KEY: json.dumps(aliases)})
         document = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -107,8 +121,7 @@ def save_checkpoint(
             "metadata": meta,
             "weights": {
                 "file": WEIGHTS_NAME,
-                "bytes": weights_path.stat().st_size,
-                "sha256": _sha256(weights_path),
+                **file_record(weights_path),
                 "tensors": len(tensors) + len(aliases),
                 "parameters": counts["total"],
             },
@@ -207,14 +220,6 @@ def _jsonable(value: Any, where: str = "metadata") -> Any:
     raise CheckpointError(f"{where}: {type(value).__name__} is not JSON-serialisable")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
@@ -223,18 +228,6 @@ def _fsync(path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------------
-
-
-def is_checkpoint_dir(path: str | Path) -> bool:
-    """True when ``path`` is a directory whose config.json declares the mfclip checkpoint format."""
-    config_path = Path(path) / CONFIG_NAME
-    if not config_path.is_file():
-        return False
-    try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and data.get("format") == FORMAT
 
 
 def checkpoint_fingerprint(checkpoint: str | Path) -> str:
@@ -256,63 +249,25 @@ def checkpoint_fingerprint(checkpoint: str | Path) -> str:
     return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
-    """The validated config.json of a checkpoint directory (cheap: the weights are not read)."""
-    directory = Path(directory)
-    if not directory.exists():
-        raise CheckpointError(f"{directory}: checkpoint not found")
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: not a checkpoint directory (it is a file)")
-    config_path = directory / CONFIG_NAME
-    if not config_path.is_file():
-        raise CheckpointError(f"{directory}: not an mfclip checkpoint: {CONFIG_NAME} is missing")
-    try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"{config_path}: not valid JSON: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_path}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{config_path}: expected a JSON object, found {type(data).__name__}")
-    fmt = data.get("format")
-    if fmt != FORMAT:
-        hint = ""
-        if "model_type" in data or "architectures" in data:
-            hint = " (this looks like a Hugging Face model folder: load it as CLIP weights instead)"
-        elif (directory / "open_clip_config.json").is_file():
-            hint = " (this looks like an open_clip folder: load it as CLIP weights instead)"
-        raise CheckpointError(f"{config_path}: format is {fmt!r}, expected {FORMAT!r}{hint}")
-    version = data.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise CheckpointError(f"{config_path}: format_version must be an integer, found {version!r}")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{config_path}: format_version {version} was written by a newer mfclip "
-            f"({data.get('mfclip_version', 'unknown version')}); this one reads up to {FORMAT_VERSION}"
-        )
-    if version < 1:
-        raise CheckpointError(f"{config_path}: unknown format_version {version}")
-    if not isinstance(data.get("model"), dict):
-        raise CheckpointError(f"{config_path}: 'model' (the model config) is missing or not an object")
-    if not isinstance(data.get("metadata", {}), dict):
-        raise CheckpointError(f"{config_path}: 'metadata' is not an object")
-    data.setdefault("metadata", {})
-    return data
-
-
 def load_checkpoint(
     path: str | Path,
     map_location: str | torch.device = "cpu",
     strict: bool = True,
     config: StrictConfig | Mapping[str, Any] | str | Path | None = None,
+    revision: str | None = None,
 ) -> tuple[DetectorModel, dict[str, Any]]:
-    """Rebuild a detector from a checkpoint directory (or a Lightning ``.ckpt`` / ``.pt`` file).
+    """Rebuild a detector from a checkpoint directory (or a Lightning ``.ckpt`` / ``.pt`` file, or a Hub id).
 
     Returns the model in eval mode on ``map_location`` and the checkpoint's metadata. ``config`` (a model
-    config, a mapping, a YAML/JSON file or a registry model name) overrides the stored model config; a
-    ``.ckpt``/``.pt`` file without one in its hyper-parameters needs it. With ``strict`` the weights must
-    match the model's tensors one for one.
+    config, a mapping, a YAML/JSON file, a checkpoint directory or a registry model name) overrides the stored
+    model config; a ``.ckpt``/``.pt`` file without one in its hyper-parameters needs it. With ``strict`` the
+    weights must match the model's tensors one for one. ``hf-hub:owner/name[@revision]`` (or ``revision=``)
+    is resolved through the Hugging Face cache first (see :mod:`mfclip.models.hub`).
     """
+    from mfclip.models import hub
+
+    if hub.is_hub_id(path) or revision is not None:
+        path = hub.resolve_checkpoint(path, revision=revision)
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -327,8 +282,8 @@ def load_checkpoint(
                     f"{path}: a bare weights file records no model config; pass config= (a model config, "
                     "YAML file or model name)"
                 )
-            state, aliases = _read_safetensors(path)
-            model = _build_model(_resolve_config(config), str(config))
+            model = _build_checked(_model_config(config), str(config), safetensors_shapes(path), path, strict)
+            state, aliases = read_safetensors(path)
             _restore_aliases(state, aliases)
             load_state_dict_into(model, state, strict=strict, source=str(path))
             metadata = {}
@@ -344,50 +299,23 @@ def load_checkpoint(
 
 
 def _load_directory(
-    directory: Path, strict: bool, config: StrictConfig | Mapping[str, Any] | str | Path | None
+    directory: Path, strict: bool, config: ConfigSource | None
 ) -> tuple[DetectorModel, dict[str, Any]]:
     document = read_checkpoint_config(directory)
     config_path = directory / CONFIG_NAME
-    weights_info = document.get("weights") if isinstance(document.get("weights"), dict) else {}
-    weights_path = directory / str(weights_info.get("file", WEIGHTS_NAME))
+    weights_path = checkpoint_weights_path(directory, document)
     if not weights_path.is_file():
         raise CheckpointError(f"{directory}: {weights_path.name} is missing")
-    _verify_weights_file(weights_path, weights_info)
-    state, aliases = _read_safetensors(weights_path)
-    model_config = _resolve_config(config) if config is not None else document["model"]
-    model = _build_model(model_config, config_path if config is None else str(config))
+    verify_file(weights_path, document.get("weights") or {}, CONFIG_NAME)
+    if config is None:
+        model_config, origin = _model_config(document["model"], str(config_path)), str(config_path)
+    else:
+        model_config, origin = _model_config(config), str(config)
+    model = _build_checked(model_config, origin, safetensors_shapes(weights_path), weights_path, strict)
+    state, aliases = read_safetensors(weights_path)
     _restore_aliases(state, aliases)
     load_state_dict_into(model, state, strict=strict, source=str(weights_path))
     return model, document["metadata"]
-
-
-def _verify_weights_file(path: Path, info: Mapping[str, Any]) -> None:
-    size = path.stat().st_size
-    expected_size = info.get("bytes")
-    if isinstance(expected_size, int) and size != expected_size:
-        state = "truncated" if size < expected_size else "longer than written"
-        raise CheckpointError(f"{path}: {state} ({size} bytes, config.json records {expected_size})")
-    expected_hash = info.get("sha256")
-    if isinstance(expected_hash, str) and _sha256(path) != expected_hash:
-        raise CheckpointError(f"{path}: checksum mismatch: the file is corrupt or was modified after saving")
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except Exception as exc:  # SafetensorError, OSError, header decoding errors
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file: {exc}") from None
-    aliases: dict[str, str] = {}
-    if _ALIASES_KEY in metadata:
-        try:
-            aliases = dict(json.loads(metadata[_ALIASES_KEY]))
-        except (json.JSONDecodeError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: unreadable tied-tensor table in the file header") from None
-    return state, aliases
 
 
 def _restore_aliases(state: dict[str, torch.Tensor], aliases: Mapping[str, str]) -> None:
@@ -397,27 +325,29 @@ def _restore_aliases(state: dict[str, torch.Tensor], aliases: Mapping[str, str])
 
 
 def _load_torch_checkpoint(
-    path: Path, strict: bool, config: StrictConfig | Mapping[str, Any] | str | Path | None
+    path: Path, strict: bool, config: ConfigSource | None
 ) -> tuple[DetectorModel, dict[str, Any]]:
+    verify_sidecar(path)
     payload = read_torch_file(path)
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"{path}: expected a dict, found {type(payload).__name__}")
     hyper = payload.get("hyper_parameters") or payload.get("hparams") or {}
     if config is not None:
-        model_config: Any = _resolve_config(config)
-        origin = str(config)
+        model_config, origin = _model_config(config), str(config)
     else:
-        model_config = _find_model_config(payload, hyper)
+        found = _find_model_config(payload, hyper)
         origin = f"{path} (hyper-parameters)"
-        if model_config is None:
+        if found is None:
             raise CheckpointError(
                 f"{path}: the file records no model config (looked under hyper_parameters 'model', "
                 "'model_config', 'config.model'); pass config= (a model config, YAML file or model name)"
             )
+        model_config = _model_config(found, origin)
     tensors = _find_state_dict(payload)
     if not tensors:
         raise CheckpointError(f"{path}: no state dict found in the file")
-    model = _build_model(model_config, origin)
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    model = _build_checked(model_config, origin, shapes, path, strict)
     load_state_dict_into(model, tensors, strict=strict, source=str(path))
     metadata: dict[str, Any] = {}
     for key in ("epoch", "global_step", "pytorch-lightning_version"):
@@ -454,97 +384,185 @@ def _find_model_config(payload: Mapping[str, Any], hyper: Any) -> Mapping[str, A
     return None
 
 
-def _resolve_config(config: StrictConfig | Mapping[str, Any] | str | Path) -> Any:
-    """A model config from a config object, a mapping, a YAML/JSON file or a registry model name."""
-    if hasattr(config, "to_dict") or isinstance(config, Mapping):
-        return config
-    path = Path(config)
-    if path.is_dir() and is_checkpoint_dir(path):
-        return read_checkpoint_config(path)["model"]
-    if path.is_file():
-        if path.suffix == ".json":
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise CheckpointError(f"{path}: not valid JSON: {exc}") from None
-            if isinstance(data, dict) and data.get("format") == FORMAT:
-                return data.get("model")
-            return data
-        from mfclip.utils.config import load_yaml
-
-        return load_yaml(path)
-    from mfclip.models import registry
-
+def _model_config(source: ConfigSource, origin: str | None = None) -> StrictConfig:
+    """The validated model config ``source`` names (resolved by the registry), as a CheckpointError."""
     try:
-        return registry.get_model_config(str(config))
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"{config}: neither a config file nor a known model name: {exc}") from None
+        if origin is not None and isinstance(source, Mapping):
+            return registry.config_from_dict(source, source=origin)
+        return registry.resolve_model_config(source)
+    except (ConfigError, KeyError, TypeError) as exc:
+        message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        where = origin or (str(source) if isinstance(source, (str, Path)) else "model config")
+        raise CheckpointError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
-def _build_model(model_config: Any, origin: Any) -> DetectorModel:
-    from mfclip.models import registry
+# ---------------------------------------------------------------------------------------------------
+# Building a model that fits its weights
+# ---------------------------------------------------------------------------------------------------
 
+# Config keys whose value repeats a block of tensors: each repetition holds at least one tensor.
+_REPEAT_KEYS = ("layers", "depth", "num_layers", "blocks")
+
+
+def _build_checked(
+    config: StrictConfig, origin: str, shapes: Mapping[str, tuple[int, ...]], source: Path, strict: bool
+) -> DetectorModel:
+    """Build the model of ``config`` after checking, allocation-free, that it fits tensors of ``shapes``.
+
+    Repetition counts (``layers``, ...) are bounded by the file's tensor count; then the model is built on the
+    ``meta`` device and its tensor shapes are matched against ``shapes`` with the rules of
+    :func:`load_state_dict_into`. Only a config that passes is built for real.
+    """
+    config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    for field, value in _repeat_counts(config_dict):
+        if value > len(shapes):
+            raise CheckpointError(
+                f"{origin}: model.{field} = {value} cannot describe {source.name}, which holds "
+                f"{len(shapes)} tensors in all (nothing was allocated)"
+            )
+    skeleton = _build_on_meta(config, origin)
+    if skeleton is not None:
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        match = _match_keys(expected, shapes)
+        _raise_for_match(match, str(source), strict, config_dict, expected, shapes)
+        if not strict:
+            held = sum(_numel(shapes[k]) for k in match.mapping.values())
+            absent = sum(_numel(expected[k]) for k in match.missing)
+            if absent > max(held, 1):
+                raise CheckpointError(
+                    f"{source}: the model built from {origin} has {absent:,} values that the file does "
+                    f"not hold, more than the {held:,} it does (nothing was allocated); check the config"
+                )
+        del skeleton
+    return _build_model(config, origin)
+
+
+def _build_on_meta(config: StrictConfig, origin: str) -> nn.Module | None:
+    """The model of ``config`` on the ``meta`` device (no memory), or None when its builder cannot."""
     try:
-        return registry.model_from_config(model_config)
+        with torch.device("meta"):
+            return _build_model(config, origin)
+    except (NotImplementedError, RuntimeError):
+        return None
+
+
+def _build_model(config: StrictConfig, origin: str) -> DetectorModel:
+    try:
+        return registry.model_from_config(config)
     except (ValueError, KeyError, TypeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise CheckpointError(f"{origin}: cannot build the model from its config: {message}") from None
 
 
-def read_torch_file(path: str | Path) -> Any:
-    """Read a ``.safetensors`` file or a pickled torch file safely (``weights_only=True``) onto the CPU."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as exc:
-            raise CheckpointError(f"{path}: corrupt or truncated safetensors file: {exc}") from None
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            # Lightning checkpoints may hold its AttributeDict: allow exactly that container and retry.
-            if "AttributeDict" not in str(exc):
-                raise
-            with torch.serialization.safe_globals(_lightning_safe_globals()):
-                return torch.load(path, map_location="cpu", weights_only=True)
-    except RuntimeError as exc:
-        if "TorchScript" in str(exc):
-            raise CheckpointError(f"{path}: a TorchScript archive, not a state dict") from None
-        raise CheckpointError(f"{path}: unreadable torch file: {_first_line(exc)}") from None
-    except Exception as exc:  # UnpicklingError, EOFError, zip errors, ...
-        if type(exc).__name__ == "UnpicklingError":
-            raise CheckpointError(
-                f"{path}: holds Python objects that cannot be loaded safely (weights_only=True refused: "
-                f"{_first_line(exc)}); save a plain state dict instead"
-            ) from None
-        raise CheckpointError(f"{path}: corrupt or unreadable torch file: {_first_line(exc)}") from None
+def _repeat_counts(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, int]]:
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            yield from _repeat_counts(value, f"{prefix}{key}.")
+        elif isinstance(value, int) and not isinstance(value, bool) and str(key).endswith(_REPEAT_KEYS):
+            yield f"{prefix}{key}", value
+        elif isinstance(value, list) and str(key) == "convs_per_block":
+            total = sum(v for v in value if isinstance(v, int) and not isinstance(v, bool))
+            yield f"{prefix}{key}", total
 
 
-def _lightning_safe_globals() -> list[Any]:
-    """Container types Lightning puts in checkpoints, which are safe to reconstruct."""
-    allowed: list[Any] = []
-    with contextlib.suppress(ImportError):
-        from lightning.fabric.utilities.data import AttributeDict
-
-        allowed.append(AttributeDict)
-    with contextlib.suppress(ImportError):
-        from pytorch_lightning.utilities.parsing import AttributeDict as LegacyAttributeDict
-
-        allowed.append(LegacyAttributeDict)
-    return allowed
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= int(size)
+    return count
 
 
 # ---------------------------------------------------------------------------------------------------
 # Matching a state dict to a model
 # ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _KeyMatch:
+    """How a state dict's keys map onto a model's, and what does not fit."""
+
+    mapping: dict[str, str]  # model key -> state key
+    mismatched: list[str]  # model keys whose shapes differ
+    missing: list[str]  # model keys the state lacks
+    unexpected: list[str]  # state keys (wrapper prefixes removed) the model lacks
+
+
+def _match_keys(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, tuple[int, ...]]) -> _KeyMatch:
+    """Match state keys to model keys, wrapper prefixes removed and a container prefix (``model.``) found."""
+    cleaned = {strip_wrapper_prefixes(k): k for k in state}
+    prefix = _container_prefix(cleaned, expected)
+    if prefix:
+        cleaned = {k[len(prefix) :]: v for k, v in cleaned.items() if k.startswith(prefix)}
+    mapping = {k: original for k, original in cleaned.items() if k in expected}
+    return _KeyMatch(
+        mapping=mapping,
+        mismatched=[k for k, original in mapping.items() if tuple(state[original]) != tuple(expected[k])],
+        missing=sorted(k for k in expected if k not in cleaned),
+        unexpected=sorted(k for k in cleaned if k not in expected),
+    )
+
+
+def _raise_for_match(
+    match: _KeyMatch,
+    source: str,
+    strict: bool,
+    config: Mapping[str, Any] | None,
+    expected: Mapping[str, tuple[int, ...]],
+    state: Mapping[str, tuple[int, ...]],
+) -> None:
+    """The errors of :func:`load_state_dict_into` for a key match: shapes always, keys with ``strict``.
+
+    With the model ``config`` (the allocation-free check before building), the message also compares sizes
+    and names config fields that may be the cause.
+    """
+    sizes = ""
+    if config is not None:
+        model_total = sum(_numel(s) for s in expected.values())
+        file_total = sum(_numel(s) for s in state.values())
+        sizes = (
+            f"\n  the model config describes {model_total:,} values in {len(expected)} tensors; "
+            f"the file holds {file_total:,} in {len(state)} (nothing was allocated)"
+        )
+    if match.mismatched:
+        lines = [
+            f"{key}: checkpoint has {tuple(state[match.mapping[key]])}, model expects {tuple(expected[key])}"
+            for key in match.mismatched[:5]
+        ]
+        more = f"\n  ... and {len(match.mismatched) - 5} more" if len(match.mismatched) > 5 else ""
+        fields = ""
+        if config is not None:
+            first = match.mismatched[0]
+            fields = _fields_hint(config, tuple(expected[first]), tuple(state[match.mapping[first]]))
+        raise CheckpointError(
+            f"{source}: tensor shapes do not match the model "
+            "(was it saved from a different model config?):\n  " + "\n  ".join(lines) + more + fields + sizes
+        )
+    if strict and (match.missing or match.unexpected):
+        parts = []
+        if match.missing:
+            parts.append(f"{len(match.missing)} missing keys: {_preview(match.missing)}")
+        if match.unexpected:
+            parts.append(f"{len(match.unexpected)} unexpected keys: {_preview(match.unexpected)}")
+        raise CheckpointError(f"{source}: weights do not match the model: {'; '.join(parts)}{sizes}")
+
+
+def _fields_hint(config: Mapping[str, Any], expected: tuple[int, ...], found: tuple[int, ...]) -> str:
+    """Config fields whose value is a dimension the model has where the file has another (a likely cause)."""
+    dims = {e for e, f in zip(expected, found, strict=False) if e != f} | (
+        set(expected[len(found) :]) if len(expected) > len(found) else set()
+    )
+    fields = [path for path, value in _int_fields(config) if value in dims and value > 1]
+    if not fields or len(fields) > 4:
+        return ""
+    return "\n  model config fields with that size: " + ", ".join(f"model.{f}" for f in fields)
+
+
+def _int_fields(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, int]]:
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            yield from _int_fields(value, f"{prefix}{key}.")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            yield f"{prefix}{key}", value
 
 
 def load_state_dict_into(
@@ -557,36 +575,16 @@ def load_state_dict_into(
     always raise; missing or unexpected keys raise with ``strict``. Nothing is loaded when an error is raised.
     Returns ``{"missing": [...], "unexpected": [...]}``.
     """
-    expected = model.state_dict()
-    cleaned = {strip_wrapper_prefixes(k): v for k, v in state.items()}
-    prefix = _container_prefix(cleaned, expected)
-    if prefix:
-        cleaned = {k[len(prefix) :]: v for k, v in cleaned.items() if k.startswith(prefix)}
-    mismatched = [
-        f"{k}: checkpoint has {tuple(v.shape)}, model expects {tuple(expected[k].shape)}"
-        for k, v in cleaned.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-    ]
-    if mismatched:
-        more = f"\n  ... and {len(mismatched) - 5} more" if len(mismatched) > 5 else ""
-        raise CheckpointError(
-            f"{source}: tensor shapes do not match the model "
-            "(was it saved from a different model config?):\n  " + "\n  ".join(mismatched[:5]) + more
-        )
-    missing = sorted(k for k in expected if k not in cleaned)
-    unexpected = sorted(k for k in cleaned if k not in expected)
-    if strict and (missing or unexpected):
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {_preview(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {_preview(unexpected)}")
-        raise CheckpointError(f"{source}: weights do not match the model: {'; '.join(parts)}")
-    model.load_state_dict({k: v for k, v in cleaned.items() if k in expected}, strict=False)
-    return {"missing": missing, "unexpected": unexpected}
+    own = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in own.items()}
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    match = _match_keys(expected, shapes)
+    _raise_for_match(match, source, strict, None, expected, shapes)
+    model.load_state_dict({k: state[v] for k, v in match.mapping.items()}, strict=False)
+    return {"missing": match.missing, "unexpected": match.unexpected}
 
 
-def _container_prefix(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> str:
+def _container_prefix(state: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
     """The prefix (e.g. ``model.``) under which most of ``expected``'s keys appear in ``state``, or ''."""
     direct = sum(k in expected for k in state)
     counts: dict[str, int] = {}
@@ -598,13 +596,6 @@ def _container_prefix(state: Mapping[str, torch.Tensor], expected: Mapping[str, 
         return ""
     best = max(counts, key=lambda c: counts[c])
     return best if counts[best] > direct else ""
-
-
-def strip_wrapper_prefixes(key: str) -> str:
-    """Remove the prefixes DataParallel/DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) add."""
-    while key.startswith("module."):
-        key = key[len("module.") :]
-    return key.replace("_orig_mod.", "")
 
 
 def _preview(items: list[str], limit: int = 6) -> str:

@@ -1,21 +1,31 @@
 """The model card (README.md) written into every checkpoint directory.
 
-The card is generated from the model config and the checkpoint metadata. Metadata keys it reads, all
-optional: ``name``, ``train_manifest``, ``datasets`` (list), ``protocol`` (name or mapping), ``metrics``
-(``{test set: {metric: value}}`` or ``{metric: value}``), ``synthetic`` (bool: trained on the synthetic
-benchmark), ``clip_weights`` (the pretrained initialisation), ``epochs``, ``seed``, ``notes``. Every other
-metadata key is listed under "Other metadata".
+The card is generated from the model config and the checkpoint metadata. It opens with Hugging Face Hub
+front matter (:func:`hub_front_matter`: library, tags, licence, datasets, evaluation results, the
+synthetic-data flag), so the same file renders as the model page when the checkpoint is pushed.
+
+Metadata keys it reads, all optional: ``name``, ``train_manifest``, ``datasets`` (list), ``protocol`` (name
+or mapping), ``metrics`` (``{test set: {metric: value}}`` or ``{metric: value}``), ``synthetic`` (bool:
+trained on the synthetic benchmark), ``clip_weights`` (the pretrained initialisation), ``epochs``, ``seed``,
+``notes``, ``license`` (the Hub licence identifier, default ``other``). Every other metadata key is listed
+under "Other metadata".
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-__all__ = ["is_synthetic", "render_model_card"]
+__all__ = ["card_with_front_matter", "hub_front_matter", "is_synthetic", "render_model_card"]
+
+# Tags every mfclip model page carries on the Hub.
+HUB_TAGS = ("mfclip", "deepfake-detection", "face-forgery-detection", "image-classification")
+SYNTHETIC_TAG = "synthetic-data"
+DEFAULT_LICENSE = "other"
 
 # Config entries worth a line of their own in the architecture section (dotted paths), when present.
 _KEY_SETTINGS = (
@@ -53,6 +63,7 @@ _KNOWN_METADATA = {
     "epochs",
     "seed",
     "notes",
+    "license",
 }
 
 
@@ -75,10 +86,10 @@ def render_model_card(
     model_class: str = "",
     mfclip_version: str = "",
 ) -> str:
-    """Markdown text of the model card for a checkpoint with this config and metadata."""
-    name = str(metadata.get("name") or model_config.get("name") or model_config.get("type") or "model")
+    """Markdown text of the model card for a checkpoint with this config and metadata (front matter first)."""
+    name = _card_name(model_config, metadata)
     synthetic = is_synthetic(metadata)
-    out: list[str] = [f"# {name}", ""]
+    out: list[str] = [hub_front_matter(model_config, metadata).rstrip("\n"), f"# {name}", ""]
     if synthetic:
         out += [
             "> **⚠ Trained on synthetic data.** This model was trained on mfclip's synthetic face-forgery",
@@ -237,3 +248,115 @@ def _lookup(data: Mapping[str, Any], path: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hugging Face Hub front matter
+# ---------------------------------------------------------------------------------------------------
+
+
+def _card_name(model_config: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
+    return str(metadata.get("name") or model_config.get("name") or model_config.get("type") or "model")
+
+
+def hub_front_matter(
+    model_config: Mapping[str, Any], metadata: Mapping[str, Any], license: str | None = None
+) -> str:
+    """The YAML front matter (``---`` ... ``---``) the Hugging Face Hub reads from a model card.
+
+    Built with ``huggingface_hub.ModelCardData``: ``library_name: mfclip``, tags (plus ``synthetic-data``
+    and ``synthetic_training_data: true`` for a model trained on the synthetic benchmark), the licence
+    (``license``, else metadata ``license``, else ``other``), ``datasets``, the metric names and a
+    ``model-index`` with one result per test set and metric, and ``base_model`` when ``clip_weights`` is a
+    Hub repository (``hf-hub:owner/name``).
+    """
+    from huggingface_hub import EvalResult, ModelCardData
+
+    name = _card_name(model_config, metadata)
+    synthetic = is_synthetic(metadata)
+    tags = list(HUB_TAGS)
+    model_type = str(model_config.get("type") or "")
+    if model_type and model_type not in tags:
+        tags.append(model_type)
+    if synthetic:
+        tags.append(SYNTHETIC_TAG)
+    datasets = metadata.get("datasets") or []
+    datasets = [str(datasets)] if isinstance(datasets, str) else [str(d) for d in datasets]
+    results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Face forgery detection",
+            dataset_type=test_set,
+            dataset_name=test_set,
+            metric_type=metric,
+            metric_value=value,
+        )
+        for test_set, metric, value in _metric_values(metadata.get("metrics"))
+    ]
+    extra: dict[str, Any] = {"synthetic_training_data": True} if synthetic else {}
+    data = ModelCardData(
+        library_name="mfclip",
+        license=str(license or metadata.get("license") or DEFAULT_LICENSE),
+        tags=tags,
+        datasets=datasets or None,
+        metrics=sorted({metric for _, metric, _ in _metric_values(metadata.get("metrics"))}) or None,
+        pipeline_tag="image-classification",
+        base_model=_hub_base_model(metadata.get("clip_weights")),
+        model_name=name if results else None,
+        eval_results=results or None,
+        **extra,
+    )
+    return f"---\n{data.to_yaml()}\n---\n"
+
+
+def card_with_front_matter(card: str, document: Mapping[str, Any], license: str | None = None) -> str:
+    """``card`` (a model card's text) with its front matter rewritten from a checkpoint's config.json.
+
+    An empty ``card`` is generated from the document first, so a checkpoint without README.md still gets one.
+    """
+    model_config = document.get("model") or {}
+    metadata = document.get("metadata") or {}
+    if not card.strip():
+        card = render_model_card(
+            model_config,
+            metadata,
+            parameter_count=int((document.get("weights") or {}).get("parameters") or 0),
+            mfclip_version=str(document.get("mfclip_version") or ""),
+        )
+    return hub_front_matter(model_config, metadata, license) + strip_front_matter(card).lstrip("\n")
+
+
+def strip_front_matter(card: str) -> str:
+    """``card`` without a leading ``---`` YAML block."""
+    if not card.startswith("---"):
+        return card
+    lines = card.splitlines(keepends=True)
+    for index in range(1, len(lines)):
+        if lines[index].rstrip("\r\n") == "---":
+            return "".join(lines[index + 1 :])
+    return card
+
+
+def _metric_values(metrics: Any) -> list[tuple[str, str, float]]:
+    """``(test set, metric, value)`` for every numeric metric (``{set: {metric: v}}`` or ``{metric: v}``)."""
+    if not isinstance(metrics, Mapping):
+        return []
+    rows: list[tuple[str, str, float]] = []
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            rows += [
+                (str(key), str(m), float(v))
+                for m, v in value.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            ]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append(("all", str(key), float(value)))
+    return rows
+
+
+def _hub_base_model(clip_weights: Any) -> str | None:
+    """The Hub repository of the CLIP weights a model started from, when given as ``hf-hub:owner/name``."""
+    if not isinstance(clip_weights, str) or not clip_weights.startswith("hf-hub:"):
+        return None
+    repo = clip_weights.removeprefix("hf-hub:").partition("@")[0]
+    return repo if re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*", repo) else None

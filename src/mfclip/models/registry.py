@@ -6,6 +6,9 @@ families register theirs with :func:`register_model_type`::
     @register_model_type("timm_cnn", TimmCNNConfig)
     def build_timm_cnn(config: TimmCNNConfig) -> DetectorModel: ...
 
+A model config comes from a preset name, a YAML/JSON file or a checkpoint directory
+(:func:`resolve_model_config`): this module is the one place that resolves them.
+
 Overrides are dotted keys or nested dicts: ``create_model("mfclip-tiny", **{"spa.mode": "matrix"})`` or
 ``create_model("mfclip-tiny", spa={"mode": "none"})``. ``clip_weights=PATH`` loads pretrained CLIP weights
 into the model's open_clip towers after it is built.
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mfclip.models.readers import CONFIG_NAME, FORMAT, CheckpointError, read_checkpoint_config
 from mfclip.utils.config import ConfigError, StrictConfig, apply_overrides, closest, deep_merge, load_yaml
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
@@ -130,16 +134,24 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 def _is_path(name_or_path: str | Path) -> bool:
     text = str(name_or_path)
-    return isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml", ".json")) or "/" in text
+    return (
+        isinstance(name_or_path, Path)
+        or text.endswith((".yaml", ".yml", ".json"))
+        or "/" in text
+        or Path(text).is_dir()
+    )
 
 
 def _raw_config(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     if _is_path(name_or_path):
         path = Path(name_or_path)
-        if path.is_dir():
-            path = path / "config.json"
+        if path.is_dir():  # a checkpoint directory: the model config in its config.json
+            try:
+                return dict(read_checkpoint_config(path)["model"]), str(path / CONFIG_NAME)
+            except CheckpointError as exc:
+                raise ConfigError(str(exc)) from None
         data = load_yaml(path)
-        if data.get("format") == "mfclip-checkpoint" and isinstance(data.get("model"), dict):
+        if data.get("format") == FORMAT and isinstance(data.get("model"), dict):
             data = data["model"]
         return data, str(path)
     name = str(name_or_path)
@@ -191,6 +203,16 @@ def config_from_dict(data: Mapping[str, Any] | StrictConfig, source: str = "mode
     if "type" not in payload and "type" in entry.config_class.model_fields:
         payload["type"] = type_name
     return entry.config_class.from_dict(payload, source=source)
+
+
+def resolve_model_config(source: StrictConfig | Mapping[str, Any] | str | Path) -> StrictConfig:
+    """The validated model config ``source`` names: a config object, a mapping, a preset name, a YAML or JSON
+    file (a checkpoint's config.json included) or a checkpoint directory."""
+    if isinstance(source, StrictConfig):
+        return source
+    if isinstance(source, Mapping):
+        return config_from_dict(source)
+    return get_model_config(source)
 
 
 def get_model_config(name_or_path: str | Path, **overrides: Any) -> StrictConfig:

@@ -12,20 +12,20 @@ Sources:
   ``open_clip_config.json`` and ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``
   (``local-dir:`` prefix accepted);
 - a Hugging Face ``CLIPModel`` folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``);
-- a hub name: ``openai/clip-vit-base-patch16``, ``hf-hub:org/repo`` or an open_clip ``MODEL/TAG`` such as
-  ``ViT-B-16/openai``. Downloads go through ``huggingface_hub`` and open_clip; with ``HF_HUB_OFFLINE=1``
-  only the local hub cache is consulted.
+- a hub name: ``hf-hub:owner/name[@revision]``, ``owner/name`` or an open_clip ``MODEL/TAG`` such as
+  ``ViT-B-16/openai``. Downloads go through ``huggingface_hub`` (:mod:`mfclip.models.hub`) and open_clip;
+  with ``HF_HUB_OFFLINE=1`` only the local hub cache is consulted. The downloaded folder is read like a
+  local one.
 
-Pickled files are read with ``torch.load(weights_only=True)``: no arbitrary code runs.
+Nothing stored in a file runs while it is read (see :mod:`mfclip.models.readers`): pickled files go through
+``torch.load(weights_only=True)``, TorchScript archives through mfclip's own restricted unpickler.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from mfclip.models.checkpoint import CheckpointError, read_torch_file, strip_wrapper_prefixes
+from mfclip.models import hub
+from mfclip.models.readers import (
+    CheckpointError,
+    is_torchscript_archive,
+    read_torch_file,
+    read_torchscript_state_dict,
+    strip_wrapper_prefixes,
+)
 
 __all__ = [
     "ClipLoadReport",
@@ -58,17 +65,10 @@ _NON_TOWER_KEYS = frozenset({"logit_scale", "logit_bias", "input_resolution", "c
 # Buffers that some checkpoints carry but that every tower rebuilds itself.
 _REBUILT_BUFFERS = frozenset({"attn_mask"})
 
-_OPEN_CLIP_WEIGHT_FILES = (
-    "open_clip_model.safetensors",
-    "open_clip_pytorch_model.safetensors",
-    "open_clip_pytorch_model.bin",
-    "open_clip_pytorch_model.pth",
-    "model.safetensors",
-    "pytorch_model.bin",
-)
-_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_OPEN_CLIP_WEIGHT_FILES = hub.OPEN_CLIP_WEIGHT_FILES
+_HF_WEIGHT_FILES = hub.HF_WEIGHT_FILES
+_HF_INDEX_FILES = hub.HF_INDEX_FILES
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
 _QUICK_GELU_HINT = (
@@ -173,12 +173,9 @@ def _read_file(path: Path) -> ClipWeights:
         raise CheckpointError(
             f"{path}: big_vision .npz weights are not supported; convert them with open_clip"
         )
-    if _is_torchscript_archive(path):
-        try:
-            archive = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise CheckpointError(f"{path}: unreadable TorchScript archive: {exc}") from None
-        weights = _from_state_dict(dict(archive.state_dict()), str(path), "openai-torchscript")
+    if is_torchscript_archive(path):
+        # Read from the zip by mfclip's restricted unpickler: the archive's code is never run.
+        weights = _from_state_dict(read_torchscript_state_dict(path), str(path), "openai-torchscript")
         # OpenAI's released archives are all QuickGELU models with 64-dimensional heads.
         weights.quick_gelu = True
         weights.vision_heads, weights.text_heads = _openai_heads(weights.state_dict)
@@ -360,46 +357,22 @@ def _convert_hf_state_dict(state: Mapping[str, torch.Tensor], source: Any) -> di
 
 
 def _read_from_hub(name: str) -> ClipWeights:
-    """Resolve ``hf-hub:org/repo``, ``org/repo`` or an open_clip ``MODEL/TAG`` through the local hub cache or
-    the network; offline (``HF_HUB_OFFLINE=1``) only the cache is consulted."""
-    repo = name[len("hf-hub:") :] if name.startswith("hf-hub:") else name
+    """Resolve ``hf-hub:owner/name[@revision]``, ``owner/name`` or an open_clip ``MODEL/TAG`` through the
+    Hugging Face cache or the network, then read the downloaded folder like a local one."""
+    repo = name[len(hub.HUB_PREFIX) :] if hub.is_hub_id(name) else name
     model_name, _, tag = repo.partition("/")
-    if not name.startswith("hf-hub:") and _is_open_clip_tag(model_name, tag):
+    if not hub.is_hub_id(name) and _is_open_clip_tag(model_name, tag):
         return _read_open_clip_tag(model_name, tag)
-    offline = _hub_offline()
+    hub_id = hub.parse_hub_id(name)
     try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:  # pragma: no cover - huggingface_hub ships with open_clip and transformers
-        raise CheckpointError(
-            f"{name}: huggingface_hub is not installed; pass a local path instead"
-        ) from None
-
-    def fetch(filename: str) -> Path | None:
-        try:
-            return Path(hf_hub_download(repo_id=repo, filename=filename))
-        except Exception as exc:
-            if _is_missing_entry(exc):
-                return None
-            raise CheckpointError(_unavailable_message(name, offline, exc)) from None
-
-    if fetch("open_clip_config.json") is not None:
-        for filename in _OPEN_CLIP_WEIGHT_FILES:
-            found = fetch(filename)
-            if found is not None:
-                weights = _read_open_clip_dir(found.parent)
-                weights.source = name
-                return weights
-    elif (config := fetch("config.json")) is not None:
-        for filename in _HF_WEIGHT_FILES:
-            if fetch(filename) is not None:
-                weights = _read_hf_dir(config.parent)
-                weights.source = name
-                return weights
-    raise CheckpointError(
-        f"{name}: no CLIP weights found on the hub (looked for open_clip_config.json or config.json with "
-        "model.safetensors / pytorch_model.bin)"
-        + (" in the local cache, since HF_HUB_OFFLINE=1" if offline else "")
-    )
+        folder = hub.fetch_clip_weights(hub_id)
+    except CheckpointError as exc:
+        if hub.hub_offline():
+            raise CheckpointError(_unavailable_message(name, True, None)) from None
+        raise CheckpointError(f"{exc}. {_LOCAL_SOURCES}") from None
+    weights = _read_directory(folder)
+    weights.source = name
+    return weights
 
 
 def _read_open_clip_tag(model_name: str, tag: str) -> ClipWeights:
@@ -408,7 +381,7 @@ def _read_open_clip_tag(model_name: str, tag: str) -> ClipWeights:
 
     name = f"{model_name}/{tag}"
     cfg = get_pretrained_cfg(model_name, tag)
-    offline = _hub_offline()
+    offline = hub.hub_offline()
     if offline and not cfg.get("hf_hub"):
         raise CheckpointError(_unavailable_message(name, offline, None))
     try:
@@ -439,55 +412,25 @@ def _is_open_clip_tag(model_name: str, tag: str) -> bool:
     return bool(is_pretrained_cfg(model_name, tag))
 
 
-def _hub_offline() -> bool:
-    truthy = {"1", "on", "yes", "true"}
-    if any(
-        os.environ.get(v, "").strip().lower() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    ):
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except ImportError:  # pragma: no cover
-        return False
-
-
-def _is_missing_entry(exc: Exception) -> bool:
-    """True when the hub answered that the file does not exist in the repository (as opposed to no access)."""
-    return type(exc).__name__ in ("EntryNotFoundError", "RemoteEntryNotFoundError")
+_LOCAL_FORMATS = "OpenAI .pt, open_clip .pt/.safetensors/folder, or a Hugging Face CLIP folder"
+_LOCAL_SOURCES = f"Pass a local file or folder instead ({_LOCAL_FORMATS})"
 
 
 def _unavailable_message(name: str, offline: bool, exc: Exception | None) -> str:
-    formats = "OpenAI .pt, open_clip .pt/.safetensors/folder, or a Hugging Face CLIP folder"
     if offline:
         return (
             f"{name}: pretrained CLIP weights are not available offline "
             "(HF_HUB_OFFLINE=1 and they are not in the local hub cache); download them on a machine with "
-            f"network access and pass the local file or folder ({formats})"
+            f"network access and pass the local file or folder ({_LOCAL_FORMATS})"
         )
     reason = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-    return (
-        f"{name}: could not download the pretrained CLIP weights{reason}. "
-        f"Pass a local file or folder instead ({formats})"
-    )
+    return f"{name}: could not download the pretrained CLIP weights{reason}. {_LOCAL_SOURCES}"
 
 
 def _looks_like_hub_name(text: str) -> bool:
     if text.startswith("hf-hub:"):
         return bool(_HUB_NAME.match(text[len("hf-hub:") :]))
     return bool(_HUB_NAME.match(text)) and not text.lower().endswith(_WEIGHT_SUFFIXES)
-
-
-def _is_torchscript_archive(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
