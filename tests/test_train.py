@@ -133,6 +133,37 @@ def test_interrupted_run_keeps_its_checkpoint_and_resumes_exactly(
     assert (run / "best" / "model.safetensors").is_file()
 
 
+def test_damaged_last_checkpoint_is_one_line_and_an_earlier_one_resumes_exactly(
+    toy: Path, variant_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "damaged"
+    with pytest.raises(TrainingInterrupted):
+        train_from_args(
+            "tiny", RUN, protocol=str(toy), variant="sdxl", out=str(run), callbacks=[StopAtStep(3)]
+        )
+    checkpoints = run / "checkpoints"
+    assert (checkpoints / "step-2.ckpt").is_file()  # the previous last.ckpt, kept
+    last = checkpoints / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:4096])  # e.g. a disk that filled up while copying the run
+
+    capsys.readouterr()
+    assert run_app(app, ["train", "--resume", str(run)]) == 2
+    first, *rest = capsys.readouterr().err.splitlines()
+    assert first.startswith(f"mfclip: error: {last}: truncated")
+    assert first.endswith(f"--resume {run} --resume-from step-2")
+    assert all("MFCLIP_DEBUG" in line for line in rest)
+
+    assert run_app(app, ["train", "--resume", str(run), "--resume-from", "step-2"]) == 0
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed_from"] == str(checkpoints / "step-2.ckpt")
+    resumed = torch.load(last, weights_only=True)["state_dict"]
+    straight = torch.load(variant_runs / "sdxl" / "checkpoints" / "last.ckpt", weights_only=True)[
+        "state_dict"
+    ]
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6, msg=key)
+
+
 class RecordPrecision(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.precision = trainer.precision

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from mfclip.engine.config import DataSection, TrainConfig, list_train_presets, l
 from mfclip.engine.datamodule import EpochSampler, SamplingPosition, resolve_rows
 from mfclip.engine.module import step_decay_schedule
 from mfclip.engine.train import compose_config, train
+from mfclip.models.readers import CheckpointError, file_record, verify_sidecar
 from mfclip.utils.config import ConfigError
 from train_toy import write_toy_dataset, write_toy_protocol
 
@@ -137,11 +140,15 @@ def test_resume_arguments_are_checked(tmp_path: Path) -> None:
         compose_config(resume=tmp_path / "nowhere")
     run = tmp_path / "run"
     run.mkdir()
-    with pytest.raises(ConfigError, match=r"no checkpoints/last\.ckpt"):
+    with pytest.raises(ConfigError, match=r"no checkpoints/ folder to resume from"):
         compose_config(resume=run)
     (run / "checkpoints").mkdir()
-    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"last\.ckpt: missing; no other readable checkpoint"):
+        compose_config(resume=run)
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1, "epoch": 0}, run / "checkpoints" / "last.ckpt")
     (run / "config.yaml").write_text(load_train_config("tiny").to_yaml())
+    with pytest.raises(ConfigError, match="--resume-from needs --resume RUN"):
+        compose_config(resume_from="best")
     with pytest.raises(ConfigError, match="drop --config"):
         compose_config("tiny", resume=run)
     assert compose_config(resume=run, overrides=["trainer.max_epochs=9"]).trainer.max_epochs == 9
@@ -260,7 +267,81 @@ def test_atomic_checkpoint_io_keeps_the_previous_file_when_a_save_fails(tmp_path
     with pytest.raises(RuntimeError, match="disk full"):
         io.save_checkpoint({"weights": torch.zeros(1000), "bad": Unpicklable()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.arange(1000.0))
-    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.ckpt.integrity.json"]
+    verify_sidecar(path)  # the record still describes the surviving file
+
+
+# ---- checkpoint integrity and choosing the one to resume from ------------------------------------------
+
+
+def write_run_checkpoints(run: Path, steps: list[int]) -> Path:
+    """A run directory whose last.ckpt was saved at each of ``steps`` in turn (one step-N.ckpt kept)."""
+    from mfclip.engine.checkpoints import keep_as_step_checkpoint
+
+    checkpoints = run / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (run / "config.yaml").write_text("{}")
+    io = AtomicCheckpointIO()
+    for step in steps:
+        keep_as_step_checkpoint(checkpoints / "last.ckpt", keep=1)
+        io.save_checkpoint(
+            {"global_step": step, "epoch": 0, "w": torch.full((64,), float(step))}, checkpoints / "last.ckpt"
+        )
+    io.save_checkpoint({"global_step": steps[0], "epoch": 0, "w": torch.zeros(64)}, checkpoints / "best.ckpt")
+    return checkpoints
+
+
+def test_checkpoints_carry_an_integrity_record_and_earlier_ones_are_kept(tmp_path: Path) -> None:
+    checkpoints = write_run_checkpoints(tmp_path / "run", [2, 4, 6])
+    names = sorted(p.name for p in checkpoints.iterdir())
+    assert names == [
+        "best.ckpt",
+        "best.ckpt.integrity.json",
+        "last.ckpt",
+        "last.ckpt.integrity.json",
+        "step-4.ckpt",
+        "step-4.ckpt.integrity.json",
+    ]
+    record = json.loads((checkpoints / "last.ckpt.integrity.json").read_text())
+    assert record == {
+        "file": "last.ckpt",
+        **file_record(checkpoints / "last.ckpt"),
+        "global_step": 6,
+        "epoch": 0,
+    }
+    assert torch.load(checkpoints / "step-4.ckpt", weights_only=True)["w"][0] == 4  # the old file, intact
+    verify_sidecar(checkpoints / "step-4.ckpt")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "tainted", "missing"])
+def test_a_damaged_last_checkpoint_names_the_newest_readable_one(tmp_path: Path, damage: str) -> None:
+    from mfclip.engine.train import resolve_resume
+
+    run = tmp_path / "run"
+    checkpoints = write_run_checkpoints(run, [2, 4, 6])
+    last = checkpoints / "last.ckpt"
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[:300])
+        expected = "truncated"
+    elif damage == "tainted":  # a pickle that would run code, with its record removed too
+        (checkpoints / "last.ckpt.integrity.json").unlink()
+        torch.save({"global_step": 6, "payload": os.system}, last)
+        expected = "cannot be loaded safely"
+    else:
+        last.unlink()
+        expected = "missing"
+    with pytest.raises(CheckpointError) as err:
+        resolve_resume(run)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{last}: ") and expected in message
+    assert message.endswith(
+        f"resume from the newest readable checkpoint (step 4) with --resume {run} --resume-from step-4"
+    )
+    assert resolve_resume(run, "step-4").checkpoint == checkpoints / "step-4.ckpt"
+    assert resolve_resume(run, "best").checkpoint == checkpoints / "best.ckpt"
+    assert resolve_resume(checkpoints / "step-4.ckpt").run_dir == run
+    with pytest.raises(CheckpointError, match="expected last, best or step-N"):
+        resolve_resume(run, "newest")
 
 
 def test_lightning_package_tips_are_filtered_and_run_notices_kept(

@@ -49,6 +49,11 @@ def register(app: typer.Typer) -> None:
             "--resume",
             help="Continue a run: its directory (uses checkpoints/last.ckpt) or a .ckpt file.",
         ),
+        resume_from: str | None = typer.Option(
+            None,
+            "--resume-from",
+            help="With --resume RUN: resume from best or step-N instead of last (when last.ckpt is damaged).",
+        ),
         out: str | None = typer.Option(
             None, "--out", "-o", help="Run directory (default: runs/<name>-<timestamp>)."
         ),
@@ -77,6 +82,7 @@ def register(app: typer.Typer) -> None:
             "root": root,
             "out": out,
             "resume": resume,
+            "resume_from": resume_from,
         }
         if print_config:
             resolved = compose_config(config, overrides or [], **options)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from mfclip.engine.checkpoints import HashingWriter, keep_as_step_checkpoint, remove_with_record, write_record
 from mfclip.engine.datamodule import SamplingPosition
 from mfclip.utils.io import atomic_write
 
@@ -22,12 +23,13 @@ RESUME_STATE_KEY = "mfclip_resume_state"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file beside its target, fsyncs it and renames it into place.
+    """Writes each checkpoint to a temporary file beside its target, fsyncs it and renames it into place,
+    then records its size and SHA-256 in ``<file>.integrity.json`` (hashed while writing).
 
     An interrupted save (Ctrl-C, a killed job, a full disk) leaves the previous checkpoint of that name
     intact. Lightning's own writer stages the file in the system temp folder and moves it over, which turns
     into a truncating copy when that folder is on another file system. Remote (``scheme://``) paths keep
-    Lightning's writer.
+    Lightning's writer (and get no integrity record).
     """
 
     def save_checkpoint(
@@ -40,7 +42,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         path = Path(path)
         with atomic_write(path, "wb") as handle:
-            torch.save(checkpoint, handle)
+            written = HashingWriter(handle)
+            torch.save(checkpoint, written)
+        write_record(path, checkpoint, written)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        if "://" in str(path) or Path(path).is_dir():
+            super().remove_checkpoint(path)
+            return
+        remove_with_record(Path(path))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -129,16 +139,21 @@ class ResumeState(L.Callback):
 class LastCheckpoint(L.Callback):
     """Writes ``path`` (``last.ckpt``) every ``every_n_steps`` optimizer steps, after every epoch, at the end.
 
+    With ``keep_previous`` > 0 the file being replaced is kept as ``step-N.ckpt`` (a hard link), the newest
+    ``keep_previous`` of them, so a damaged ``last.ckpt`` still leaves a recent point to resume from.
     Lightning's ``ModelCheckpoint`` cannot combine a step interval with epoch-end saves; this does both.
     Mid-accumulation batches are skipped (their gradients would be lost).
     """
 
-    def __init__(self, path: str | Path, every_n_steps: int | None = None) -> None:
+    def __init__(self, path: str | Path, every_n_steps: int | None = None, keep_previous: int = 0) -> None:
         self.path = Path(path)
         self.every_n_steps = every_n_steps
+        self.keep_previous = keep_previous  # earlier last.ckpt files kept as step-N.ckpt
         self.saved_step = -1
 
     def _save(self, trainer: L.Trainer) -> None:
+        if trainer.is_global_zero:
+            keep_as_step_checkpoint(self.path, self.keep_previous)
         trainer.save_checkpoint(str(self.path), weights_only=False)
         self.saved_step = trainer.global_step
 

@@ -136,6 +136,8 @@ class TrainerSection(StrictConfig):
     log_every_n_steps: PositiveInt = 50
     gradient_clip_val: Annotated[float, Field(gt=0)] | None = None
     checkpoint_every_n_steps: PositiveInt | None = None
+    # earlier last.ckpt files kept as checkpoints/step-N.ckpt (hard links), for when last.ckpt is damaged
+    keep_step_checkpoints: Annotated[int, Field(ge=0)] = 1
     export_best_on_improvement: bool = True
     early_stopping: EarlyStoppingSection | None = None
     progress_bar: bool = True

@@ -103,20 +103,41 @@ class ResumePoint:
     run_dir: Path | None
 
 
-def resolve_resume(resume: str | Path) -> ResumePoint:
-    """``RUN`` (its ``checkpoints/last.ckpt``) or a ``.ckpt`` file; errors name what is missing."""
+def resolve_resume(resume: str | Path, resume_from: str | None = None) -> ResumePoint:
+    """``RUN`` (its ``checkpoints/last.ckpt``, or the one ``resume_from`` names: ``best``, ``step-N``) or a
+    ``.ckpt`` file, checked before use: a missing, truncated, modified or unsafe checkpoint is one error line
+    naming the file and, in a run directory, the newest readable checkpoint to resume from instead."""
+    from mfclip.engine.checkpoints import checkpoint_problem, resume_checkpoint
+
     path = Path(resume)
     if path.is_dir():
-        checkpoint = path / runinfo.CHECKPOINT_DIR / runinfo.LAST_CHECKPOINT
-        if not checkpoint.is_file():
-            raise ConfigError(f"{path}: no {runinfo.CHECKPOINT_DIR}/{runinfo.LAST_CHECKPOINT} to resume from")
-        return ResumePoint(checkpoint, path)
+        if not (path / runinfo.CHECKPOINT_DIR).is_dir():
+            raise ConfigError(f"{path}: no {runinfo.CHECKPOINT_DIR}/ folder to resume from")
+        return ResumePoint(resume_checkpoint(path, resume_from), path)
+    if resume_from is not None:
+        raise ConfigError(
+            f"--resume-from {resume_from} picks a checkpoint of a run directory; {path} is not one"
+        )
     if path.is_file():
         run_dir = path.parent.parent
-        if path.parent.name == runinfo.CHECKPOINT_DIR and (run_dir / runinfo.CONFIG_FILE).is_file():
-            return ResumePoint(path, run_dir)
-        return ResumePoint(path, None)
+        in_run = path.parent.name == runinfo.CHECKPOINT_DIR and (run_dir / runinfo.CONFIG_FILE).is_file()
+        name = _checkpoint_name(path) if in_run else None
+        if name is not None:
+            return ResumePoint(resume_checkpoint(run_dir, name), run_dir)
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            raise ConfigError(problem)
+        return ResumePoint(path, run_dir if in_run else None)
     raise ConfigError(f"{path}: no such run directory or checkpoint file to resume from")
+
+
+def _checkpoint_name(path: Path) -> str | None:
+    """The ``--resume-from`` name of a checkpoint file of a run (last, best, step-N), if it has one."""
+    from mfclip.engine.checkpoints import STEP_PATTERN
+
+    if STEP_PATTERN.match(path.name):
+        return path.stem
+    return {runinfo.LAST_CHECKPOINT: "last", runinfo.BEST_CHECKPOINT: "best"}.get(path.name)
 
 
 def config_from_checkpoint(checkpoint: Path) -> TrainConfig:
@@ -288,13 +309,16 @@ def train(
     config: TrainConfig,
     *,
     resume: str | Path | None = None,
+    resume_from: str | None = None,
     callbacks: Sequence[Any] = (),
     argv: list[str] | None = None,
 ) -> TrainResult:
     """Train one model as ``config`` says and return where everything went.
 
     ``resume``: a run directory (continues from its ``checkpoints/last.ckpt``, writing into it) or a Lightning
-    checkpoint file. ``callbacks``: extra Lightning callbacks. A protocol with variants needs
+    checkpoint file; ``resume_from`` picks another checkpoint of the run directory (``best``, ``step-N``).
+    The checkpoint is checked before training starts (see :func:`resolve_resume`). ``callbacks``: extra
+    Lightning callbacks. A protocol with variants needs
     ``config.data.variant`` (or use :func:`train_variants`). Ctrl-C raises :class:`TrainingInterrupted`
     after the run directory records it; finished checkpoints are never lost.
     """
@@ -313,7 +337,7 @@ def train(
             f"protocol {protocol.name!r} defines variants {sorted(protocol.variants)}: set data.variant "
             "(--variant) or train them all with train_variants() / `mfclip train` without --variant"
         )
-    resume_point = resolve_resume(resume) if resume is not None else None
+    resume_point = resolve_resume(resume, resume_from) if resume is not None else None
     if resume_point is not None and resume_point.run_dir is not None:
         run_dir = resume_point.run_dir
     else:
@@ -374,7 +398,9 @@ def train(
     all_callbacks: list[Any] = [
         ResumeState(datamodule.position),
         best_export,
-        LastCheckpoint(last_path, config.trainer.checkpoint_every_n_steps),
+        LastCheckpoint(
+            last_path, config.trainer.checkpoint_every_n_steps, config.trainer.keep_step_checkpoints
+        ),
         best_checkpoint,
     ]
     early = config.trainer.early_stopping
@@ -595,6 +621,7 @@ def compose_config(
     root: str | None = None,
     out: str | None = None,
     resume: str | Path | None = None,
+    resume_from: str | None = None,
 ) -> TrainConfig:
     """The config ``mfclip train`` would run with (see :func:`train_from_args` for the arguments)."""
     flags = [
@@ -611,8 +638,10 @@ def compose_config(
     ]
     overrides = [*overrides, *flags]
     if resume is None:
+        if resume_from is not None:
+            raise ConfigError("--resume-from needs --resume RUN")
         return load_train_config(config if config is not None else "default", overrides)
-    point = resolve_resume(resume)
+    point = resolve_resume(resume, resume_from)
     if point.run_dir is not None:
         if config is not None:
             raise ConfigError(
@@ -637,6 +666,7 @@ def train_from_args(
     manifest: str | None = None,
     root: str | None = None,
     resume: str | Path | None = None,
+    resume_from: str | None = None,
     out: str | None = None,
     callbacks: Sequence[Any] = (),
     argv: list[str] | None = None,
@@ -647,7 +677,8 @@ def train_from_args(
     the keyword options set ``data.protocol``, ``data.variant``, ``data.data_dir``, ``data.manifest``,
     ``data.root`` and ``output.run_dir`` (they win over ``overrides``). ``resume`` is a run directory (its
     config.yaml is used, with the overrides) or a Lightning checkpoint (its recorded config unless
-    ``config`` is given); a resumed run trains only its own variant.
+    ``config`` is given); ``resume_from`` (``best``, ``step-N``) picks another checkpoint of the run; a
+    resumed run trains only its own variant.
     """
     resolved = compose_config(
         config,
@@ -659,7 +690,8 @@ def train_from_args(
         root=root,
         out=out,
         resume=resume,
+        resume_from=resume_from,
     )
     if resume is not None:
-        return [train(resolved, resume=resume, callbacks=callbacks, argv=argv)]
+        return [train(resolved, resume=resume, resume_from=resume_from, callbacks=callbacks, argv=argv)]
     return train_variants(resolved, callbacks=callbacks, argv=argv)
