@@ -64,3 +64,120 @@ def test_warnings_print_as_one_line_and_the_hook_is_restored(capsys: pytest.Capt
         assert warnings.showwarning is before
     err = capsys.readouterr().err
     assert err == "mfclip: warning: test set 'seen' has one class: AUC undefined [UserWarning]\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad options and inputs: one line, exit status 2, before any heavy work
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from mfclip.models.checkpoint import save_checkpoint
+    from mfclip.models.registry import create_model
+
+    torch.manual_seed(0)
+    return save_checkpoint(
+        create_model("mfclip-tiny"), tmp_path_factory.mktemp("cli") / "tiny", {"name": "t"}
+    )
+
+
+@pytest.fixture(scope="module")
+def small_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mfclip.data.synth import generate_benchmark
+
+    out = tmp_path_factory.mktemp("cli") / "synth"
+    generate_benchmark(out, seed=0, size=24, image_size=32, workers=1, progress=False)
+    return out
+
+
+def first_image(benchmark: Path) -> Path:
+    from mfclip.data.decode import is_image_path
+
+    return next(p for p in sorted((benchmark / "images").rglob("*")) if is_image_path(p))
+
+
+def one_error_line(err: str) -> str:
+    """The error line of a failed command; fails unless there is exactly one and no traceback."""
+    lines = [line for line in err.splitlines() if line.startswith("mfclip: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_binary_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)))
+    assert run_app(app, ["train", "--config", str(photo)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "face.jpg: not a YAML config file (binary content" in line
+
+
+@pytest.mark.parametrize("command", ["predict", "eval", "import", "preprocess", "demo", "synth"])
+def test_negative_workers_name_the_flag_before_any_work(
+    command: str, tiny_checkpoint: Path, small_benchmark: Path, tmp_path: Path, capsys
+) -> None:
+    argv = {
+        "predict": ["predict", "-c", str(tiny_checkpoint), str(small_benchmark / "images")],
+        "eval": ["eval", "-c", str(tiny_checkpoint), "--manifest", str(small_benchmark / "manifest.csv")],
+        "import": ["import", "folder", "--root", str(small_benchmark), "--out", str(tmp_path / "m.csv")],
+        "preprocess": ["preprocess", str(small_benchmark / "images"), "--out", str(tmp_path / "pp")],
+        "demo": ["demo", "--out", str(tmp_path / "demo"), "--fast"],
+        "synth": ["synth", "--out", str(tmp_path / "synth")],
+    }[command]
+    assert run_app(app, [*argv, "--workers", "-1"]) == 2
+    captured = capsys.readouterr()
+    assert "'--workers'" in one_error_line(captured.err)
+    assert "mfclip predict: model" not in captured.err  # refused before the model was loaded
+    assert not (tmp_path / "m.csv").exists() and not (tmp_path / "pp").exists()
+
+
+def test_eval_refuses_bad_bootstrap_and_group_by_before_scoring(
+    tiny_checkpoint: Path, small_benchmark: Path, tmp_path: Path, capsys
+) -> None:
+    from mfclip.engine.evaluate import EvaluationError, evaluate
+
+    manifest = small_benchmark / "manifest.csv"
+    base = ["eval", "-c", str(tiny_checkpoint), "--manifest", str(manifest), "--split", "all"]
+    out = tmp_path / "eval"
+    assert run_app(app, [*base, "--bootstrap", "-5", "--out", str(out)]) == 2
+    assert "'--bootstrap'" in one_error_line(capsys.readouterr().err)
+    assert run_app(app, [*base, "--group-by", "generatr", "--out", str(out), "--no-progress"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "column 'generatr' is in none of the test sets; did you mean 'generator'?" in line
+    assert not out.exists() or not list(out.rglob("predictions*"))  # refused before scoring
+    with pytest.raises(EvaluationError, match="bootstrap resamples must be >= 0"):
+        evaluate(tmp_path / "no-such-checkpoint", manifest=manifest, bootstrap=-5)  # before loading anything
+
+
+def test_predict_exit_status(tiny_checkpoint: Path, small_benchmark: Path, tmp_path: Path, capsys) -> None:
+    predict = ["predict", "-c", str(tiny_checkpoint), "--no-progress"]
+    assert run_app(app, [*predict, str(tmp_path / "missing.png")]) == 2
+    assert "missing.png' does not exist" in one_error_line(capsys.readouterr().err)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    assert run_app(app, [*predict, str(broken), "--out", str(tmp_path / "a.csv")]) == 1
+    assert "none of the 1 inputs could be scored" in capsys.readouterr().err
+    image = first_image(small_benchmark)
+    assert run_app(app, [*predict, str(broken), str(image), "--out", str(tmp_path / "b.csv")]) == 0
+    out = tmp_path / "c.csv"
+    assert run_app(app, [*predict, str(image), "--out", str(out), "--resume", "--overwrite"]) == 2
+    assert "exclude each other" in one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_on_stdout_is_one_line(tiny_checkpoint: Path, small_benchmark: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    image = first_image(small_benchmark)
+    command = [sys.executable, "-m", "mfclip.cli.main", "predict", "-c", str(tiny_checkpoint), str(image)]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*command, "--no-progress"], stdout=full, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+        )
+    assert done.returncode == 2
+    assert "cannot write the output: No space left on device" in one_error_line(done.stderr)
+    assert "Exception ignored" not in done.stderr

@@ -45,11 +45,13 @@ def compare_command(
         Path("compare"), "--out", "-o", help="Output folder (runs/, comparison.md, .csv)."
     ),
     base: str = typer.Option("default", "--base", help="Training preset for configs given as model presets."),
-    bootstrap: int = typer.Option(0, "--bootstrap", help="Bootstrap resamples for 95% intervals (0: none)."),
+    bootstrap: int = typer.Option(
+        0, "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals (0: none)."
+    ),
     perturb: list[str] = typer.Option(
         None, "--perturb", help="Also evaluate under degradations (jpeg75, blur2, ..., 'standard')."
     ),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Evaluation batch size."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Evaluation batch size."),
     device: str = typer.Option("auto", "--device", help="Evaluation device: auto, cpu, cuda, ..."),
     list_configs: bool = typer.Option(
         False, "--list", help="List training presets and experiments, then exit."

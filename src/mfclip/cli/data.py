@@ -62,7 +62,7 @@ def import_command(
         "--verify",
         help="File checks: none (size only), header (default) or full (decode every image).",
     ),
-    workers: int = typer.Option(8, "--workers", "-j", help="Threads checking files."),
+    workers: int = typer.Option(8, "--workers", "-j", min=1, help="Threads checking files."),
     prompt_set: str = typer.Option(
         "default", "--prompt-set", help="Prompt set whose generator table fills labels."
     ),
@@ -115,7 +115,7 @@ def validate_command(
     check_files: bool = typer.Option(
         True, "--check-files/--no-check-files", help="Check that every file exists."
     ),
-    limit: int = typer.Option(50, "--limit", help="Problems to print (0: all)."),
+    limit: int = typer.Option(50, "--limit", min=0, help="Problems to print (0: all)."),
     prompt_set: str = typer.Option("default", "--prompt-set", help="Prompt set for the vocabulary warnings."),
 ) -> None:
     """Print every problem of a manifest with its row and column; exit status 2 when it has errors."""

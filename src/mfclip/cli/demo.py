@@ -23,7 +23,7 @@ def demo_command(
     fast: bool = typer.Option(False, "--fast", help="A smoke run of a few seconds (meaningless numbers)."),
     baseline: str = typer.Option("cnn-tiny", "--baseline", help="Model preset trained next to mfclip-tiny."),
     workers: int = typer.Option(
-        None, "--workers", "-j", help="Worker processes for data generation and loading."
+        None, "--workers", "-j", min=1, help="Worker processes for data generation and loading."
     ),
 ) -> None:
     """Generate SYNTHETIC data, train mfclip-tiny and a baseline, evaluate seen/unseen generators, report."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import sys
 import warnings
@@ -21,6 +23,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     NotADirectoryError,
     PermissionError,
 )
+
+
+# Write failures that mean "the disk (or quota) is full", not a bug: one line, exit status 2.
+WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def _click_exception_types() -> tuple[type[BaseException], ...]:
@@ -82,13 +88,38 @@ def _run(app: typer.Typer, argv: list[str] | None) -> int:
         typer.echo("Interrupted.", err=True)
         return 130
     except click_errors as exc:
-        exc.show()  # type: ignore[attr-defined]
+        # A bad flag or value: one line naming it, and where the command's help is.
+        _error_line(exc.format_message())  # type: ignore[attr-defined]
+        context = getattr(exc, "ctx", None)
+        if context is not None:
+            print(f"(see '{context.command_path} -h')", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))
     except USER_ERRORS as exc:
         if os.environ.get("MFCLIP_DEBUG"):
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"mfclip: error: {message}", file=sys.stderr)
+        _error_line(str(message))
         print("(set MFCLIP_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES or os.environ.get("MFCLIP_DEBUG"):
+            raise
+        where = f" {exc.filename}" if exc.filename else " the output"
+        _silence_stdout()
+        _error_line(f"cannot write{where}: {exc.strerror or exc}")
+        return 2
     return result if isinstance(result, int) else 0
+
+
+def _error_line(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        print(f"mfclip: error: {message}", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    """After a failed write to stdout, send what is still buffered to /dev/null, so that the flush at
+    interpreter exit does not print a second error."""
+    with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

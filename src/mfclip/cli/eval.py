@@ -43,13 +43,15 @@ def eval_command(
     out: Path = typer.Option(
         None, "--out", "-o", help="Output folder (default: RUN/eval for RUN/best, else CHECKPOINT-eval)."
     ),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Images per forward pass."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto (GPU when present), cpu, cuda, cuda:1, mps."),
     dtype: str = typer.Option(None, "--dtype", help="float32 (default), bfloat16 or float16."),
     workers: int = typer.Option(
-        None, "--workers", "-j", help="Decoding worker processes (default: by CPUs)."
+        None, "--workers", "-j", min=0, help="Decoding worker processes (default: by CPUs)."
     ),
-    bootstrap: int = typer.Option(0, "--bootstrap", help="Bootstrap resamples for 95% intervals (0: none)."),
+    bootstrap: int = typer.Option(
+        0, "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals (0: none)."
+    ),
     perturb: list[str] = typer.Option(
         None,
         "--perturb",

@@ -27,7 +27,7 @@ def explain_command(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
     threshold: float = typer.Option(
-        0.5, "--threshold", help="P(fake) at or above which the label is 'fake'."
+        0.5, "--threshold", min=0.0, max=1.0, help="P(fake) at or above which the label is 'fake'."
     ),
 ) -> None:
     """Write a panel explaining why the detector scored IMAGE as it did (PNG, JPEG, PDF or SVG by suffix).

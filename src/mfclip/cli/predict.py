@@ -6,13 +6,18 @@ from pathlib import Path
 
 import typer
 
+#: Exit status when every input failed (documented in docs/inference.md).
+NOTHING_SCORED = 1
+
 
 def register(app: typer.Typer) -> None:
     app.command("predict", no_args_is_help=True)(predict_command)
 
 
 def predict_command(
-    inputs: list[Path] = typer.Argument(..., help="Image or video files, or folders (searched recursively)."),
+    inputs: list[Path] = typer.Argument(
+        ..., exists=True, help="Image or video files, or folders (searched recursively)."
+    ),
     checkpoint: str = typer.Option(
         ...,
         "--checkpoint",
@@ -22,32 +27,41 @@ def predict_command(
     out: Path = typer.Option(
         None, "--out", "-o", help="Output .csv or .jsonl, written as it goes (default: CSV on stdout)."
     ),
-    threshold: float = typer.Option(0.5, "--threshold", help="P(fake) at or above which label is 'fake'."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward pass."),
-    frames: int = typer.Option(16, "--frames", help="Frames sampled uniformly from each video."),
+    threshold: float = typer.Option(
+        0.5, "--threshold", min=0.0, max=1.0, help="P(fake) at or above which label is 'fake'."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    frames: int = typer.Option(16, "--frames", min=1, help="Frames sampled uniformly from each video."),
     face_detect: str = typer.Option(
         None, "--face-detect", help="Crop the largest face first: mtcnn or haar (default: whole image)."
     ),
     device: str = typer.Option("auto", "--device", help="auto (GPU when present), cpu, cuda, cuda:1, mps."),
     dtype: str = typer.Option(None, "--dtype", help="float32 (default), bfloat16 or float16."),
     workers: int = typer.Option(
-        None, "--workers", "-j", help="Decoding worker processes (default: by job size)."
+        None, "--workers", "-j", min=0, help="Decoding worker processes (default: by job size)."
     ),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for the model (default: all cores)."),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help="CPU threads for the model (default: all cores)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Skip paths already in --out and append the rest."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     devices: int = typer.Option(
         1, "--devices", help="Devices per node (-1: all); >1 shards the job through Lightning."
     ),
-    num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes for a multi-node job (Lightning DDP)."),
+    num_nodes: int = typer.Option(
+        1, "--num-nodes", min=1, help="Nodes for a multi-node job (Lightning DDP)."
+    ),
     accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator for --devices > 1."),
-    max_pixels: int = typer.Option(64_000_000, "--max-pixels", help="Refuse images above this many pixels."),
+    max_pixels: int = typer.Option(
+        64_000_000, "--max-pixels", min=1, help="Refuse images above this many pixels."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Score every image and video under INPUTS; one row per file (path, p_fake, label, ...).
 
     Videos get the mean P(fake) over sampled frames (p_fake), the maximum (p_fake_max) and the frame count.
-    A file that cannot be read gets a row with its error; the run goes on.
+    A file that cannot be read gets a row with its error; the run goes on. Exit status: 0 when files were
+    scored, 1 when every input failed, 2 for a bad option, input path, checkpoint or output.
     """
     import os
     import sys
@@ -98,3 +112,10 @@ def predict_command(
         )
         for example in summary.error_examples:
             print(f"  error: {example}", file=sys.stderr)
+    if summary.written and summary.errors == summary.written and not summary.skipped:
+        if rank == 0:
+            print(
+                f"mfclip predict: error: none of the {summary.written} inputs could be scored",
+                file=sys.stderr,
+            )
+        raise typer.Exit(NOTHING_SCORED)

@@ -46,7 +46,9 @@ def preprocess_command(
         "none", "--align", help="none (box crop) or deepfakebench (5-point ArcFace alignment; mtcnn only)."
     ),
     min_score: float = typer.Option(0.0, "--min-score", help="Drop detections scoring below this."),
-    workers: int = typer.Option(None, "--workers", "-j", help="Worker processes (default: all CPU cores)."),
+    workers: int = typer.Option(
+        None, "--workers", "-j", min=1, help="Worker processes (default: all CPU cores)."
+    ),
     device: str = typer.Option("cpu", "--device", help="Device for the mtcnn detector: cpu, cuda, auto, ..."),
     file_format: str = typer.Option("png", "--format", help="Crop file format: png or jpg."),
     quality: int = typer.Option(95, "--quality", help="JPEG quality for --format jpg."),

@@ -22,10 +22,12 @@ def register(app: typer.Typer) -> None:
         group_by: list[str] = typer.Option(
             ["generator", "forgery_type"], "--group-by", "-g", help="Grouping column (repeatable)."
         ),
-        threshold: float = typer.Option(0.5, help="A row counts as fake when P(fake) > threshold."),
+        threshold: float = typer.Option(
+            0.5, min=0.0, max=1.0, help="A row counts as fake when P(fake) > threshold."
+        ),
         video: bool = typer.Option(True, "--video/--no-video", help="Add video-level rows (by video_id)."),
         video_aggregate: str = typer.Option("mean", help="Frame-to-video aggregation: mean or max."),
-        bootstrap: int = typer.Option(0, help="Bootstrap resamples for 95% intervals (0: none)."),
+        bootstrap: int = typer.Option(0, min=0, help="Bootstrap resamples for 95% intervals (0: none)."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
     ) -> None:
         """Tables of one metric across test sets and groups (rows) and runs (columns)."""

@@ -18,7 +18,9 @@ def synth(
     image_size: int = typer.Option(
         224, "--image-size", help="Side in pixels, a multiple of 8 (64 for quick CPU demos)."
     ),
-    workers: int | None = typer.Option(None, "--workers", help="Worker processes (default: available CPUs)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Worker processes (default: available CPUs)."
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace a benchmark made with other settings in --out."
     ),

@@ -36,7 +36,7 @@ from mfclip.metrics import (
     write_run_report,
 )
 from mfclip.metrics.report import read_metrics
-from mfclip.utils.config import ConfigError
+from mfclip.utils.config import ConfigError, closest
 from mfclip.utils.io import atomic_write_json, atomic_write_text
 from mfclip.utils.jobs import AppendLog, CsvRows, JobError, JobLock, SettingsStamp, setting_changes
 
@@ -457,6 +457,9 @@ def evaluate(
 
     if batch_size < 1:
         raise EvaluationError(f"batch size must be >= 1, got {batch_size}")
+    if bootstrap < 0:
+        raise EvaluationError(f"bootstrap resamples must be >= 0 (0: no intervals), got {bootstrap}")
+    group_by = [group_by] if isinstance(group_by, str) else list(group_by)
     checkpoint_dir = resolve_checkpoint(checkpoint_dir)
     model, metadata = load_checkpoint(checkpoint_dir, map_location="cpu")
     if protocol is None and manifest is None:
@@ -474,6 +477,7 @@ def evaluate(
     test_sets = build_test_sets(
         protocol, manifest, variant=variant, data_dir=data_dir, root=root, split=split, perturb=perturb
     )
+    _check_group_by(group_by, test_sets)
     out = Path(out_dir) if out_dir is not None else default_eval_dir(checkpoint_dir)
     _check_unique_dirs(test_sets)
     out.mkdir(parents=True, exist_ok=True)
@@ -563,6 +567,20 @@ def evaluate(
             },
         )
         return result
+
+
+def _check_group_by(group_by: Sequence[str], test_sets: Sequence[TestSet]) -> None:
+    """Refuse, before any scoring, a grouping column that no test set has (a test set that lacks a
+    column another one has is fine: it is grouped by the columns it has)."""
+    columns = {str(c) for test_set in test_sets for c in test_set.rows.columns}
+    for column in group_by:
+        if column not in columns:
+            hint = closest(column, columns)
+            suggestion = f"; did you mean {hint!r}?" if hint else ""
+            raise EvaluationError(
+                f"group_by (--group-by) column {column!r} is in none of the test sets{suggestion} "
+                f"(columns: {', '.join(sorted(columns))})"
+            )
 
 
 def _write_test_set(

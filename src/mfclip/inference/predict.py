@@ -63,6 +63,13 @@ class PredictOptions:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.frames < 1:
             raise ValueError(f"frames must be >= 1, got {self.frames}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers (--workers) must be >= 0, got {self.num_workers}")
+        if self.resume and self.overwrite:
+            raise ValueError(
+                "resume (--resume) and overwrite (--overwrite) exclude each other: one continues the "
+                "output, the other replaces it"
+            )
         if (self.devices < 1 and self.devices != -1) or self.num_nodes < 1:
             raise ValueError(
                 f"devices must be >= 1 or -1 (all), and num_nodes >= 1; "
