@@ -202,12 +202,13 @@ def test_augmentation_repeats_under_a_seeded_loader(images) -> None:
 def test_bad_manifest_rows_are_refused(images) -> None:
     root, df = images
     with pytest.raises(
-        ManifestError, match=r"1 manifest row\(s\) are videos \(e\.g\. row 8: clip\.mp4\).*face preprocessing"
+        ManifestError,
+        match=r"1 manifest row\(s\) are videos \(e\.g\. row 10: clip\.mp4\).*face preprocessing",
     ):
         ManifestDataset(pd.concat([df, manifest(["clip.mp4"], [1])], ignore_index=True), root, 8)
-    with pytest.raises(ManifestError, match=r"row 0, column 'path'.*escapes"):
+    with pytest.raises(ManifestError, match=r"row 2, column 'path'.*escapes"):
         ManifestDataset(manifest(["../x.png"]), root, 8)
-    with pytest.raises(ManifestError, match="row 0, column 'label'"):
+    with pytest.raises(ManifestError, match="row 2, column 'label'"):
         ManifestDataset(manifest(["img/0.png"], ["maybe"]), root, 8)  # type: ignore[list-item]
     with pytest.raises(ManifestError, match="not a directory"):
         ManifestDataset(df, root / "nope", 8)

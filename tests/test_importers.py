@@ -517,7 +517,7 @@ def test_cli_import_validate_summary(tmp_path: Path, capsys) -> None:
     df.loc[3, "split"] = "tst"
     df.to_csv(out, index=False)
     assert cli(["manifest", "validate", str(out), "--root", str(root)]) == 2
-    assert "row 3, column 'split'" in capsys.readouterr().out
+    assert "row 5, column 'split'" in capsys.readouterr().out  # df row 3 is the file's 5th line
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:

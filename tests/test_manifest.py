@@ -132,7 +132,7 @@ def test_validation_lists_each_fault_with_row_and_column(tree, tmp_path: Path) -
     assert "did you mean 'train'" in found[(1, "split")]
     assert "escapes the dataset root" in found[(2, "path")]
     assert "absolute path" in found[(3, "path")]
-    assert "duplicate path 'real/a.png' (first at row 0)" in found[(4, "path")]
+    assert "duplicate path 'real/a.png' (first at row 2)" in found[(4, "path")]  # as a spreadsheet shows it
     assert "fake/x/missing.png: file not found" in found[(5, "path")]
     assert report.bad_rows == [0, 1, 2, 3, 4, 5]
     text = report.format(limit=2)
@@ -193,7 +193,8 @@ def test_load_manifest_refuses_invalid_with_first_problems(tree, tmp_path: Path)
     with pytest.raises(ManifestError) as info:
         load_manifest(path, root, max_listed=3)
     message = str(info.value)
-    assert "row 0, column 'label'" in message and "row 2" in message and "row 3" not in message
+    # Rows as a spreadsheet numbers them: the header is row 1, the first data row row 2.
+    assert "row 2, column 'label'" in message and "row 4" in message and "row 5" not in message
     assert "... and 3 more" in message and "mfclip manifest validate" in message
     assert "drop_invalid=True (Python)" in message and "data.drop_invalid=true (mfclip train)" in message
 
@@ -336,10 +337,10 @@ def test_rows_with_a_wrong_field_count_are_problems(tree, tmp_path: Path, caplog
     assert df["path"].tolist()[0] == "real/a.png" and list(df.index) == [0, 1, 2, 3]
     report = validate_manifest(df, root=root)
     assert [str(p) for p in report.errors if p.column is None] == [
-        "row 1: 5 fields, but the header has 3",
-        "row 2: 2 fields, but the header has 3",
+        "row 3: 5 fields, but the header has 3",
+        "row 4: 2 fields, but the header has 3",  # the blank line is not counted
     ]
-    with pytest.raises(ManifestError, match=r"row 1: 5 fields, but the header has 3"):
+    with pytest.raises(ManifestError, match=r"row 3: 5 fields, but the header has 3"):
         load_manifest(path, root)
     with caplog.at_level(logging.WARNING):
         kept = load_manifest(path, root, drop_invalid=True)

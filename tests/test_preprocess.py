@@ -224,7 +224,7 @@ def test_manifest_input_keeps_labels(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(PreprocessError, match=r"bad\.csv: no 'path' column"):
         preprocess([], tmp_path / "out2", config(), manifest=bad)
     bad.write_text("path,label\na.png,maybe\n")
-    with pytest.raises(PreprocessError, match=r"bad\.csv: invalid input manifest.*\n  row 0, column 'label'"):
+    with pytest.raises(PreprocessError, match=r"bad\.csv: invalid input manifest.*\n  row 2, column 'label'"):
         preprocess([], tmp_path / "out2", config(), manifest=bad)
 
 
@@ -252,12 +252,12 @@ def test_manifest_input_is_validated_like_a_manifest(
     message = str(refused.value)
     assert message.startswith(f"{manifest}: invalid input manifest, 6 problem(s) in 6 row(s):")
     for expected in (
-        "row 1, column 'path': path '../outside.png' escapes the dataset root",
-        "row 2, column 'path': absolute path '/abs/x.png'",
-        "row 3, column 'path': duplicate path 'real/./astronaut.png' (first at row 0)",
-        "row 4, column 'label'",
-        "row 5, column 'split'",
-        "row 6: 4 fields, but the header has 3",
+        "row 3, column 'path': path '../outside.png' escapes the dataset root",
+        "row 4, column 'path': absolute path '/abs/x.png'",
+        "row 5, column 'path': duplicate path 'real/./astronaut.png' (first at row 2)",
+        "row 6, column 'label'",
+        "row 7, column 'split'",
+        "row 8: 4 fields, but the header has 3",
     ):
         assert expected in message
     assert "--drop-invalid" in message and not out.exists()

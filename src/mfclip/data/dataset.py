@@ -35,6 +35,7 @@ from mfclip.data.manifest import (
     _label_values,
     build_prompt_table,
     path_problem,
+    spreadsheet_row,
 )
 from mfclip.data.transforms import ImageTransform, TransformConfig
 from mfclip.data.video import is_video_path
@@ -212,18 +213,20 @@ class ManifestDataset(Dataset):
         for row, path in zip(rows, paths, strict=True):
             problem = path_problem(path)
             if problem:
-                raise ManifestError(f"row {row}, column 'path': {problem}")
+                raise ManifestError(f"row {spreadsheet_row(row)}, column 'path': {problem}")
         labels = _label_values(df["label"])
         if labels.isna().any():
             bad = int(np.flatnonzero(labels.isna().to_numpy())[0])
+            value = df["label"].iloc[bad]
             raise ManifestError(
-                f"row {rows[bad]}, column 'label': must be 0 or 1, got {df['label'].iloc[bad]!r}"
+                f"row {spreadsheet_row(rows[bad])}, column 'label': must be 0 or 1, got {value!r}"
             )
         videos = [i for i, p in enumerate(paths) if is_video_path(p)]
         if videos:
             first = videos[0]
+            example = f"row {spreadsheet_row(rows[first])}: {paths[first]}"
             raise ManifestError(
-                f"{len(videos)} manifest row(s) are videos (e.g. row {rows[first]}: {paths[first]}); "
+                f"{len(videos)} manifest row(s) are videos (e.g. {example}); "
                 "turn videos into face crops with face preprocessing first"
             )
 

@@ -8,8 +8,10 @@ A manifest is a CSV or Parquet table with one row per image (or per video, befor
 is ``train``, ``val`` or ``test``; the other columns are free text where an empty string means unknown.
 Extra columns (for example ``subset`` or ``compression``) are kept as they are.
 
-A loaded manifest is a ``pandas.DataFrame`` whose index is the row number in the manifest file; it stays
-attached to every row through filtering, so predictions can always be traced back to their row.
+A loaded manifest is a ``pandas.DataFrame`` whose index is the row's position in the manifest file
+(0-based, header excluded); it stays attached to every row through filtering, so predictions can always
+be traced back to their row. Messages number rows as a spreadsheet shows the file: the header is row 1,
+the first data row is row 2 (:func:`spreadsheet_row`).
 """
 
 from __future__ import annotations
@@ -254,9 +256,18 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
 # Validation
 
 
+def spreadsheet_row(row: int) -> int:
+    """The number a spreadsheet shows for manifest row ``row`` (the 0-based DataFrame index): the header
+    is row 1, so the first data row is row 2. Every message about a manifest row uses it."""
+    return int(row) + 2
+
+
 @dataclass(frozen=True)
 class ManifestProblem:
-    """One problem: ``row`` is the 0-based row number (None for the whole table), ``column`` the field."""
+    """One problem: ``row`` is the 0-based row index (None for the whole table), ``column`` the field.
+
+    Printed, the row is numbered as a spreadsheet shows the file (:func:`spreadsheet_row`).
+    """
 
     row: int | None
     column: str | None
@@ -266,7 +277,7 @@ class ManifestProblem:
     def __str__(self) -> str:
         where = []
         if self.row is not None:
-            where.append(f"row {self.row}")
+            where.append(f"row {spreadsheet_row(self.row)}")
         if self.column is not None:
             where.append(f"column {self.column!r}")
         prefix = ", ".join(where) or "manifest"
@@ -391,7 +402,9 @@ def validate_manifest(
             if key in first_seen:
                 add(
                     ManifestProblem(
-                        int(row), "path", f"duplicate path {path!r} (first at row {first_seen[key]})"
+                        int(row),
+                        "path",
+                        f"duplicate path {path!r} (first at row {spreadsheet_row(first_seen[key])})",
                     )
                 )
                 continue
@@ -599,7 +612,8 @@ def build_prompt_table(df: pd.DataFrame, prompt_set: str | PromptSet = "default"
     if parsed.isna().any():
         position = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         value = df["label"].iloc[position]
-        raise ManifestError(f"row {df.index[position]}, column 'label': label must be 0 or 1, got {value!r}")
+        row = spreadsheet_row(df.index[position])
+        raise ManifestError(f"row {row}, column 'label': label must be 0 or 1, got {value!r}")
     labels = parsed.astype("int64").to_numpy()
     keys = pd.DataFrame({"label": labels})
     for name in ("forgery_type", "family", "generator"):
