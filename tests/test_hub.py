@@ -115,6 +115,11 @@ def test_offline_with_an_empty_cache_is_one_line(offline_cache: Path, capsys) ->
     assert "not in the local Hugging Face cache and HF_HUB_OFFLINE=1" in message
     assert "hf download mfclip-org/absent" in message
 
+    with pytest.raises(
+        CheckpointError, match=r"^runs/bestt: no such checkpoint directory, nor a Hub checkpoint"
+    ):
+        Detector.from_pretrained("runs/bestt")  # a mistyped local path reads as owner/name too
+
     code = run_app(app, ["predict", "--checkpoint", "hf-hub:mfclip-org/absent", str(offline_cache)])
     err_text = capsys.readouterr().err
     assert code == 2

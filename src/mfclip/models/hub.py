@@ -193,7 +193,16 @@ def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) ->
         plain_repo_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and "\\" not in text
         if not plain_repo_id or not _REPO_ID.match(text.partition("@")[0]):
             raise CheckpointError(f"{text}: no such checkpoint directory")
-    hub_id = parse_hub_id(text, revision)
+        try:  # owner/name may be a mistyped local path as well as a Hub id: say both
+            return _download_checkpoint(parse_hub_id(text, revision))
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{text}: no such checkpoint directory, nor a Hub checkpoint: {exc}"
+            ) from None
+    return _download_checkpoint(parse_hub_id(text, revision))
+
+
+def _download_checkpoint(hub_id: HubId) -> Path:
     config = download(hub_id, CONFIG_NAME, what="checkpoint files")
     if config is None:
         if hub_offline():
