@@ -22,9 +22,10 @@ from mfclip.data.dataset import (
     TooManyCorruptFiles,
     collate_batch,
 )
-from mfclip.data.manifest import ManifestError, build_prompt_table, select_rows
+from mfclip.data.manifest import ManifestError, select_rows
 from mfclip.data.sampling import balanced_sampler, balanced_weights
 from mfclip.data.transforms import AugmentConfig, TransformConfig
+from mfclip.prompts import load_prompt_set, tokenize
 
 
 def manifest(
@@ -61,10 +62,12 @@ def test_items_and_batches(images) -> None:
     assert item["image"].shape == (3, 16, 16) and item["image"].dtype == torch.float32
     assert float(item["image"].min()) >= 0.0 and float(item["image"].max()) <= 1.0
     assert (item["index"], item["path"], item["label"]) == (2, "img/2.png", 0)
-    expected_tokens, expected_mask = build_prompt_table(selected.iloc[2:]).rows([0])
-    assert torch.equal(item["prompt_tokens"], expected_tokens[0]) and torch.equal(
-        item["prompt_mask"], expected_mask[0]
+    row = selected.iloc[2]
+    texts, known = load_prompt_set().prompts_for(
+        row.label, row.forgery_type, row.family, row.generator, row.dataset
     )
+    assert torch.equal(item["prompt_tokens"], tokenize(texts))
+    assert item["prompt_mask"].tolist() == known
     batch = collate_batch([dataset[i] for i in range(3)])
     assert batch["image"].shape == (3, 3, 16, 16)
     assert batch["label"].dtype == torch.int64 and batch["index"].tolist() == [2, 3, 4]

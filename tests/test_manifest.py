@@ -1,4 +1,4 @@
-"""Manifests: reading/writing, validation of every fault, loading, prompt tokens, selection, splits."""
+"""Manifests: reading/writing, validation of every fault, loading, selection, splits."""
 
 from __future__ import annotations
 
@@ -14,16 +14,13 @@ from mfclip.data.manifest import (
     MANIFEST_COLUMNS,
     ManifestError,
     assign_splits,
-    build_prompt_table,
     load_manifest,
-    prompt_tokens_for_manifest,
     read_manifest,
     select_rows,
     summarize_manifest,
     validate_manifest,
     write_manifest,
 )
-from mfclip.prompts import load_prompt_set, tokenize
 
 
 def make_rows() -> list[dict]:
@@ -223,43 +220,6 @@ def test_load_manifest_root_defaults_to_manifest_folder(tree) -> None:
     path = write_manifest(df, root / "manifest.csv")
     loaded = load_manifest(path, None)
     assert len(loaded) == len(df) and loaded.attrs["root"] == str(root)
-
-
-# --------------------------------------------------------------------------------------------------
-# prompts
-
-
-def test_prompt_tokens_match_prompt_set(tree) -> None:
-    _, df = tree
-    tokens, mask = prompt_tokens_for_manifest(df)
-    assert tokens.shape == (6, 4, 77) and tokens.dtype.is_floating_point is False
-    assert str(tokens.dtype) == "torch.int64" and str(mask.dtype) == "torch.bool"
-    prompts = load_prompt_set("default")
-    for i, row in df.iterrows():
-        texts, levels = prompts.prompts_for(row.label, row.forgery_type, row.family, row.generator)
-        assert tokens[i].tolist() == tokenize(texts).tolist()
-        assert mask[i].tolist() == levels
-    # SDXL fills type and family from the generator table; the unknown fake has level 1 only.
-    assert mask[2].tolist() == [True, True, True, True]
-    assert mask[5].tolist() == [True, False, False, False]
-
-
-def test_prompt_table_stores_each_combination_once() -> None:
-    df = pd.DataFrame(
-        {
-            "path": [f"{i}.png" for i in range(1000)],
-            "label": [i % 2 for i in range(1000)],
-            "split": "train",
-            "forgery_type": "",
-            "family": "",
-            # Reals carry junk generators: they must still share the one real prompt.
-            "generator": [("SDXL" if i % 4 == 1 else "HPS") if i % 2 else f"junk{i}" for i in range(1000)],
-        }
-    )
-    table = build_prompt_table(df)
-    assert table.tokens.shape == (3, 4, 77) and len(table) == 1000
-    tokens, _ = table.rows([0, 2, 1])
-    assert (tokens[0] == tokens[1]).all() and not (tokens[0] == tokens[2]).all()
 
 
 # --------------------------------------------------------------------------------------------------

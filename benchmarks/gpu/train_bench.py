@@ -53,18 +53,15 @@ def synchronize(device: torch.device) -> None:
 
 def prompt_batch(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Labels and the real prompt tokens of a half-real, half-fake batch (fakes from several generators)."""
-    import pandas as pd
-
-    from mfclip.data.manifest import build_prompt_table
+    from mfclip.prompts import build_prompt_table
 
     generators = ["SDXL", "DiffFace", "Midjourney", "Imagic"]
-    rows = [
-        {"label": i % 2, "forgery_type": "", "family": "", "generator": generators[i % 4] if i % 2 else ""}
-        for i in range(batch)
-    ]
-    table = build_prompt_table(pd.DataFrame(rows))
+    label_list = [i % 2 for i in range(batch)]
+    table = build_prompt_table(
+        label_list, generator=[generators[i % 4] if label else "" for i, label in enumerate(label_list)]
+    )
     tokens, mask = table.rows(list(range(batch)))
-    labels = torch.tensor([r["label"] for r in rows])
+    labels = torch.tensor(label_list)
     return labels.to(device), tokens.to(device), mask.to(device)
 
 

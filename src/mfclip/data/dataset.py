@@ -33,15 +33,18 @@ from mfclip.data.manifest import (
     ManifestError,
     _as_text,
     _label_values,
-    build_prompt_table,
     path_problem,
     spreadsheet_row,
 )
 from mfclip.data.transforms import ImageTransform, TransformConfig
 from mfclip.data.video import is_video_path
+from mfclip.prompts import build_prompt_table
 from mfclip.utils.config import StrictConfig
 
 logger = logging.getLogger(__name__)
+
+# Manifest columns the prompts of a row are built from (besides its label).
+PROMPT_COLUMNS = ("forgery_type", "family", "generator", "dataset")
 
 
 class TooManyCorruptFiles(ValueError):
@@ -196,7 +199,11 @@ class ManifestDataset(Dataset):
             else np.full(len(df), "")
         )
         self._paths = _PathTable(paths)
-        self.prompts = build_prompt_table(df, prompt_set)
+        self.prompts = build_prompt_table(
+            self.labels,
+            **{name: df.get(name) for name in PROMPT_COLUMNS},
+            prompt_set=prompt_set,
+        )
         self.transform = ImageTransform(image_size, transform, train)
         self.image_size = int(image_size)
         self.train = train

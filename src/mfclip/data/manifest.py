@@ -38,8 +38,6 @@ from mfclip.utils.config import closest
 from mfclip.utils.io import atomic_write
 
 if TYPE_CHECKING:
-    import torch
-
     from mfclip.prompts import PromptSet
 
 logger = logging.getLogger(__name__)
@@ -571,87 +569,6 @@ def load_manifest(
     df.attrs["root"] = str(root_path)
     df.attrs["dropped_rows"] = len(dropped)
     return df
-
-
-# --------------------------------------------------------------------------------------------------
-# Prompts
-
-
-@dataclass(frozen=True)
-class PromptTable:
-    """Prompt tokens for every manifest row, stored once per distinct label tuple.
-
-    ``tokens`` (U, 4, 77) int64 and ``mask`` (U, 4) bool hold the U distinct prompt combinations;
-    ``row_index`` (N,) maps each row (in DataFrame order) to one of them.
-    """
-
-    tokens: torch.Tensor
-    mask: torch.Tensor
-    row_index: np.ndarray
-    prompts: list[tuple[str, ...]]
-
-    def __len__(self) -> int:
-        return len(self.row_index)
-
-    def rows(self, positions: np.ndarray | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens (k, 4, 77) and mask (k, 4) of the rows at ``positions`` (0-based, DataFrame order)."""
-        import torch
-
-        unique = torch.as_tensor(self.row_index[np.asarray(positions, dtype=np.int64)])
-        return self.tokens[unique], self.mask[unique]
-
-
-def build_prompt_table(df: pd.DataFrame, prompt_set: str | PromptSet = "default") -> PromptTable:
-    """Tokenize each distinct (label, forgery_type, family, generator) prompt combination once."""
-    import torch
-
-    from mfclip.prompts import load_prompt_set, tokenize
-
-    prompts = load_prompt_set(prompt_set) if isinstance(prompt_set, str) else prompt_set
-    parsed = _label_values(df["label"])
-    if parsed.isna().any():
-        position = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-        value = df["label"].iloc[position]
-        row = spreadsheet_row(df.index[position])
-        raise ManifestError(f"row {row}, column 'label': label must be 0 or 1, got {value!r}")
-    labels = parsed.astype("int64").to_numpy()
-    keys = pd.DataFrame({"label": labels})
-    for name in ("forgery_type", "family", "generator"):
-        keys[name] = df[name].fillna("").astype(str).to_numpy() if name in df.columns else ""
-    keys.loc[labels == 0, ["forgery_type", "family", "generator"]] = ""  # every real reads the same prompts
-    codes = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
-    _, first_rows = np.unique(codes, return_index=True)
-    combos: list[tuple[str, ...]] = []
-    masks: list[list[bool]] = []
-    for label, forgery_type, family, generator in keys.iloc[first_rows].itertuples(index=False):
-        texts, mask = prompts.prompts_for(int(label), forgery_type or None, family or None, generator or None)
-        combos.append(tuple(texts))
-        masks.append(mask)
-    distinct = sorted({text for combo in combos for text in combo})
-    if distinct:
-        token_rows = tokenize(distinct)
-        position = {text: i for i, text in enumerate(distinct)}
-        index = torch.tensor([[position[t] for t in combo] for combo in combos], dtype=torch.long)
-        tokens = token_rows[index].to(torch.int64)
-    else:
-        from mfclip.prompts import CONTEXT_LENGTH, NUM_LEVELS
-
-        tokens = torch.zeros((0, NUM_LEVELS, CONTEXT_LENGTH), dtype=torch.int64)
-    mask_tensor = torch.tensor(masks, dtype=torch.bool).reshape(len(combos), -1)
-    return PromptTable(
-        tokens=tokens, mask=mask_tensor, row_index=np.asarray(codes, dtype=np.int64), prompts=combos
-    )
-
-
-def prompt_tokens_for_manifest(
-    df: pd.DataFrame, prompt_set: str | PromptSet = "default"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens (N, 4, 77) int64 and level mask (N, 4) bool for every row; each distinct prompt tokenized once.
-
-    For very large manifests prefer :func:`build_prompt_table`, which does not repeat the tokens per row.
-    """
-    table = build_prompt_table(df, prompt_set)
-    return table.rows(np.arange(len(df)))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ so pretrained CLIP text weights load into it as they are. Pooling modes:
 - ``per_level``: each configured level is encoded on its own, then the level features are fused by a
   masked mean or a learned softmax-weighted sum;
 - ``concat_last``: the configured levels' 77-token blocks are concatenated into one causal sequence and
-  pooled at the end-of-text token of the row's last known level;
+  pooled at the end-of-text token of the row's last known level; the blocks of unknown levels (which
+  hold fallback prompts) are hidden from attention, so only known levels reach the pooled feature;
 - ``concat_first``: the released behaviour, pooled at the end-of-text token of the first prompt (later
   levels cannot change the feature).
 
@@ -92,8 +93,8 @@ class FineGrainedLanguageEncoder(nn.Module):
         if self.config.pooling == "per_level":
             features = self.encode_levels(tokens)  # (B, L, D)
             return self._fuse(features, mask)
-        sequences, pool_index = self._concat(tokens, mask)
-        return self._encode_unique(sequences, pool_index)
+        sequences, pool_index, hidden = self._concat(tokens, mask)
+        return self._encode_unique(sequences, pool_index, hidden=hidden)
 
     def encode_levels(self, tokens: torch.Tensor) -> torch.Tensor:
         """Per-level features (B, len(levels), D) of the configured levels, each prompt encoded alone."""
@@ -118,8 +119,8 @@ class FineGrainedLanguageEncoder(nn.Module):
                 rows = tokens[:, [lvl - 1 for lvl in self.levels]].reshape(-1, CONTEXT_LENGTH)
                 feats = self._encode_unique(rows, rows.argmax(dim=-1), use_cache=True)
                 return self._fuse(feats.reshape(batch, len(self.levels), -1), mask)
-            sequences, pool_index = self._concat(tokens, mask)
-            return self._encode_unique(sequences, pool_index, use_cache=True)
+            sequences, pool_index, hidden = self._concat(tokens, mask)
+            return self._encode_unique(sequences, pool_index, use_cache=True, hidden=hidden)
 
     def clear_prompt_cache(self) -> None:
         """Drop the cached prompt features."""
@@ -194,18 +195,26 @@ class FineGrainedLanguageEncoder(nn.Module):
             weights = weights / weights.sum(dim=1, keepdim=True)
         return (features * weights.unsqueeze(-1)).sum(dim=1)
 
-    def _concat(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The configured levels' blocks side by side, and each row's pooling position."""
+    def _concat(
+        self, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The configured levels' blocks side by side, each row's pooling position, and the blocks to hide.
+
+        ``concat_last`` pools at the end of the last known level and hides the unknown levels' blocks
+        ((B, len(levels)) bool, None when no row has one); ``concat_first`` pools at the first block's
+        end, which nothing after it can reach, so it hides nothing.
+        """
         blocks = tokens[:, [lvl - 1 for lvl in self.levels]]  # (B, L, 77)
         sequences = blocks.reshape(tokens.shape[0], -1)
         eot = blocks.argmax(dim=-1)  # (B, L) end-of-text position inside each block
         if self.config.pooling == "concat_first":
-            return sequences, eot[:, 0]
+            return sequences, eot[:, 0], None
         used = self._used_mask(mask)
         positions = torch.arange(len(self.levels), device=tokens.device)
         last = torch.where(used, positions, torch.full_like(positions, -1)).amax(dim=1)
         pool_index = last * CONTEXT_LENGTH + eot.gather(1, last.unsqueeze(1)).squeeze(1)
-        return sequences, pool_index
+        hidden = ~used
+        return sequences, pool_index, hidden if bool(hidden.any()) else None
 
     def _weights_key(self) -> tuple:
         first = next(self.parameters())
@@ -213,16 +222,27 @@ class FineGrainedLanguageEncoder(nn.Module):
         return (first.device, first.dtype, torch.is_inference_mode_enabled(), states)
 
     def _encode_unique(
-        self, rows: torch.Tensor, pool_index: torch.Tensor, use_cache: bool | None = None
+        self,
+        rows: torch.Tensor,
+        pool_index: torch.Tensor,
+        use_cache: bool | None = None,
+        hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Encode each distinct (row, pool position) once and scatter the features back to every row."""
+        """Encode each distinct (row, pool position, hidden blocks) once and scatter the features back."""
         if use_cache is None:
             # Features are cached only where no gradient can flow into the tower.
             use_cache = not torch.is_grad_enabled() or not any(p.requires_grad for p in self.parameters())
-        keyed = torch.cat([rows, pool_index.unsqueeze(1)], dim=1)
+        width = rows.shape[1]
+        parts = [rows, pool_index.unsqueeze(1)] + ([hidden.long()] if hidden is not None else [])
+        keyed = torch.cat(parts, dim=1)
         unique, inverse = torch.unique(keyed, dim=0, return_inverse=True)
+
+        def encode(selected: torch.Tensor) -> torch.Tensor:
+            blocks = selected[:, width + 1 :].bool() if hidden is not None else None
+            return self._encode(selected[:, :width], selected[:, width], blocks)
+
         if not use_cache:
-            return self._encode(unique[:, :-1], unique[:, -1])[inverse]
+            return encode(unique)[inverse]
         key = self._weights_key()
         if key != self._cache_key:
             self._cache.clear()
@@ -233,13 +253,18 @@ class FineGrainedLanguageEncoder(nn.Module):
         if missing:
             idx = torch.tensor(missing, device=unique.device)
             with torch.no_grad():
-                encoded = self._encode(unique[idx, :-1], unique[idx, -1])
+                encoded = encode(unique[idx])
             for i, feature in zip(missing, encoded, strict=True):
                 self._cache[names[i]] = feature
         return torch.stack([self._cache[name] for name in names])[inverse]
 
-    def _encode(self, rows: torch.Tensor, pool_index: torch.Tensor) -> torch.Tensor:
-        """Run the tower on token rows, cut after the last pooled position, pool at ``pool_index``."""
+    def _encode(
+        self, rows: torch.Tensor, pool_index: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Run the tower on token rows, cut after the last pooled position, pool at ``pool_index``.
+
+        ``hidden`` (N, len(levels)) bool marks 77-token blocks that no other token may attend to.
+        """
         tower = self.tower
         length = int(pool_index.max().item()) + 1
         rows = rows[:, :length]
@@ -251,6 +276,8 @@ class FineGrainedLanguageEncoder(nn.Module):
         else:
             x = x + self._concat_positions(length).to(cast_dtype)
             attn_mask = self.concat_attn_mask[:length, :length]
+            if hidden is not None and bool(hidden.any()):
+                attn_mask = self._hide_blocks(attn_mask, hidden, length)
         x = tower.transformer(x, attn_mask=attn_mask)
         x = tower.ln_final(x)
         pooled = x[torch.arange(x.shape[0], device=x.device), pool_index]
@@ -260,6 +287,15 @@ class FineGrainedLanguageEncoder(nn.Module):
         if isinstance(projection, nn.Linear):
             return projection(pooled)
         return pooled @ projection
+
+    def _hide_blocks(self, causal: torch.Tensor, hidden: torch.Tensor, length: int) -> torch.Tensor:
+        """Per-row attention masks (N·heads, length, length): the causal mask with the keys of hidden
+        blocks removed. Each token still sees itself, so no attention row is empty."""
+        keys_hidden = hidden.repeat_interleave(CONTEXT_LENGTH, dim=1)[:, :length]  # (N, length)
+        masks = causal.unsqueeze(0).repeat(hidden.shape[0], 1, 1)
+        masks.masked_fill_(keys_hidden.unsqueeze(1), float("-inf"))
+        masks.diagonal(dim1=1, dim2=2).zero_()
+        return masks.repeat_interleave(self.tower.heads, dim=0)
 
     def _concat_positions(self, length: int) -> torch.Tensor:
         if self.concat_positional_embedding is not None:

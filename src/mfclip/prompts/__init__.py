@@ -4,7 +4,10 @@ Prompt sets are data (``configs/prompts/*.yaml``). Levels:
 1 authenticity, 2 forgery type, 3 generator family, 4 generator. A real image reads the real prompt at
 every level. A fake image whose label for a level is unknown gets, in that slot, the prompt of the level
 the set's ``fallback`` section names and ``False`` in the level mask, so only the levels it has are used.
-A forgery type or family that is neither a canonical name nor an alias warns once and counts as unknown.
+A dataset listed in the set's ``dataset_levels`` supplies only the levels named there: the others are
+unknown for every row of it (FF++ trains with levels 1 and 2 only). A forgery type or family that is
+neither a canonical name nor an alias warns once and counts as unknown. Generator names match the set's
+generator table and aliases ignoring case. :func:`build_prompt_table` tokenizes the prompts of many rows.
 """
 
 from __future__ import annotations
@@ -16,7 +19,27 @@ from pathlib import Path
 import torch
 from pydantic import Field, PrivateAttr, model_validator
 
+from mfclip.prompts.table import PromptTable, build_prompt_table
 from mfclip.utils.config import ConfigError, StrictConfig, load_yaml
+
+__all__ = [
+    "CONTEXT_LENGTH",
+    "DEFAULT_FALLBACK",
+    "END_OF_TEXT",
+    "FAMILIES",
+    "FORGERY_TYPES",
+    "LEVEL_NAMES",
+    "NUM_LEVELS",
+    "VOCAB_SIZE",
+    "GeneratorInfo",
+    "PromptLevels",
+    "PromptSet",
+    "PromptTable",
+    "build_prompt_table",
+    "list_prompt_sets",
+    "load_prompt_set",
+    "tokenize",
+]
 
 NUM_LEVELS = 4
 LEVEL_NAMES = ("authenticity", "forgery_type", "family", "generator")
@@ -43,6 +66,7 @@ class GeneratorInfo(StrictConfig):
 
 # Each level falls back to the one before it unless a prompt set says otherwise.
 DEFAULT_FALLBACK = {"forgery_type": "authenticity", "family": "forgery_type", "generator": "family"}
+ALL_LEVELS_KNOWN = (True,) * NUM_LEVELS
 
 
 class PromptSet(StrictConfig):
@@ -51,7 +75,9 @@ class PromptSet(StrictConfig):
     ``fallback`` maps each of the levels after authenticity to an earlier level whose prompt a fake
     image reads when its own label for that level is unknown (default: the level just before it).
     ``unknown_values`` are the spellings (compared case-insensitively) that mean "not known", like an
-    empty cell.
+    empty cell. ``dataset_levels`` maps a dataset name (the manifest's ``dataset`` column, compared
+    case-insensitively) to the levels that dataset can supply; a dataset not listed supplies all four.
+    Generator names are looked up in ``generators`` (and ``aliases.generator``) ignoring case.
     """
 
     name: str
@@ -61,7 +87,11 @@ class PromptSet(StrictConfig):
     unknown_values: list[str] = Field(default_factory=list)
     aliases: dict[str, dict[str, str]] = Field(default_factory=dict)
     generators: dict[str, GeneratorInfo] = Field(default_factory=dict)
+    dataset_levels: dict[str, list[str]] = Field(default_factory=dict)
     _warned: set[tuple[str, str]] = PrivateAttr(default_factory=set)
+    _generator_names: dict[str, str] = PrivateAttr(default_factory=dict)
+    _aliases_by_case: dict[str, dict[str, str]] = PrivateAttr(default_factory=dict)
+    _dataset_masks: dict[str, tuple[bool, ...]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _fallbacks_point_back(self) -> PromptSet:
@@ -76,18 +106,56 @@ class PromptSet(StrictConfig):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _case_insensitive_tables(self) -> PromptSet:
+        self._generator_names = _casefold_index(self.generators, "generators")
+        self._aliases_by_case = {
+            kind: {
+                key.casefold(): target
+                for key, target in zip(_casefold_index(table, f"aliases.{kind}"), table.values(), strict=True)
+            }
+            for kind, table in self.aliases.items()
+        }
+        _casefold_index(self.dataset_levels, "dataset_levels")
+        masks: dict[str, tuple[bool, ...]] = {}
+        for dataset, levels in self.dataset_levels.items():
+            unknown = [level for level in levels if level not in LEVEL_NAMES]
+            if unknown:
+                raise ValueError(
+                    f"dataset_levels.{dataset}: unknown level {unknown[0]!r}; "
+                    f"levels: {', '.join(LEVEL_NAMES)}"
+                )
+            if "authenticity" not in levels:
+                raise ValueError(f"dataset_levels.{dataset} must include authenticity (level 1)")
+            masks[dataset.strip().casefold()] = tuple(level in levels for level in LEVEL_NAMES)
+        self._dataset_masks = masks
+        return self
+
     def canonical(self, kind: str, value: str | None) -> str | None:
-        """Map a dataset's spelling of a forgery type or family onto the canonical name (None if empty)."""
+        """A dataset's spelling of a forgery type, family or generator in canonical form (None if empty).
+
+        Aliases match ignoring case; a forgery type or family is then lower-cased, and a generator takes
+        the spelling of the generator table when it matches one ignoring case.
+        """
         if value is None:
             return None
         text = str(value).strip()
-        if not text or text.lower() in {v.lower() for v in self.unknown_values}:
+        if not text or text.casefold() in {v.casefold() for v in self.unknown_values}:
             return None
         table = self.aliases.get(kind, {})
-        for candidate in (text, text.lower()):
-            if candidate in table:
-                return table[candidate]
+        if text in table:
+            text = table[text]
+        else:
+            text = self._aliases_by_case.get(kind, {}).get(text.casefold(), text)
+        if kind == "generator":
+            return self._generator_names.get(text.casefold(), text)
         return text.lower() if kind in ("forgery_type", "family") else text
+
+    def levels_supplied(self, dataset: str | None) -> tuple[bool, ...]:
+        """Which of the four levels rows of ``dataset`` can supply (``dataset_levels``; default all)."""
+        if dataset is None:
+            return ALL_LEVELS_KNOWN
+        return self._dataset_masks.get(str(dataset).strip().casefold(), ALL_LEVELS_KNOWN)
 
     def resolve_labels(
         self, forgery_type: str | None, family: str | None, generator: str | None
@@ -108,10 +176,16 @@ class PromptSet(StrictConfig):
         forgery_type: str | None = None,
         family: str | None = None,
         generator: str | None = None,
+        dataset: str | None = None,
     ) -> tuple[list[str], list[bool]]:
-        """The four prompts of one image and which levels are known."""
+        """The four prompts of one image and which levels are known.
+
+        A level that ``dataset`` does not supply (:meth:`levels_supplied`) is unknown whatever the labels
+        say: a fake image reads its fallback prompt there, and the mask is False for real and fake alike.
+        """
+        supplied = self.levels_supplied(dataset)
         if int(label) == 0:
-            return [self.real] * NUM_LEVELS, [True] * NUM_LEVELS
+            return [self.real] * NUM_LEVELS, list(supplied)
         if int(label) != 1:
             raise ValueError(f"label must be 0 (real) or 1 (fake), got {label!r}")
         forgery_type, family, generator = self.resolve_labels(forgery_type, family, generator)
@@ -121,6 +195,9 @@ class PromptSet(StrictConfig):
             "family": self._level_prompt("family", family, self.levels.family),
             "generator": self.levels.generator.format(generator=generator) if generator else None,
         }
+        for level, known in zip(LEVEL_NAMES, supplied, strict=True):
+            if not known:
+                own[level] = None
         prompts: dict[str, str] = {}
         for level in LEVEL_NAMES:
             text = own[level]
@@ -151,6 +228,17 @@ class PromptSet(StrictConfig):
         texts.update(self.levels.family.values())
         texts.update(self.levels.generator.format(generator=g) for g in self.generators)
         return sorted(texts)
+
+
+def _casefold_index(table: dict[str, object], field: str) -> dict[str, str]:
+    """Lower-case key → the table's own spelling; two keys equal but for case are an error."""
+    index: dict[str, str] = {}
+    for key in table:
+        folded = key.casefold()
+        if folded in index:
+            raise ValueError(f"{field}: {index[folded]!r} and {key!r} differ only in case (names ignore it)")
+        index[folded] = key
+    return index
 
 
 def list_prompt_sets() -> list[str]:
