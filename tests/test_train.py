@@ -189,3 +189,31 @@ def test_bf16_early_stopping_and_tensorboard(toy: Path, tmp_path: Path) -> None:
     assert result.epochs == 2 and result.global_step == 4
     assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "best" / "model.safetensors").is_file()
+
+
+def test_unreadable_images_are_counted_and_listed_once_in_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "data"
+    manifest = write_toy_dataset(root, {"train": 4, "val": 2})
+    rows = pd.read_csv(manifest)
+    train_paths = rows.loc[rows["split"] == "train", "path"].tolist()
+    val_path = rows.loc[rows["split"] == "val", "path"].tolist()[0]
+    broken = {train_paths[1]: b"", train_paths[5]: (root / train_paths[5]).read_bytes()[:40]}  # cut short
+    broken[val_path] = b"not an image"
+    for path, data in broken.items():
+        (root / path).write_bytes(data)
+    # Two epochs: each broken training file is met (and replaced) every epoch, but listed once.
+    options = [*SMALL, "data.batch_size=4", "trainer.max_epochs=2"]
+    argv = ["train", "--config", "tiny", "--manifest", str(manifest), "--out", str(tmp_path / "run")]
+    assert run_app(app, [*argv, *options]) == 0
+    assert "3 unreadable image(s) skipped" in capsys.readouterr().out
+    corrupt = json.loads((tmp_path / "run" / "train_summary.json").read_text())["corrupt_files"]
+    assert corrupt["count"] == 3
+    assert sorted(f["path"] for f in corrupt["train"]) == sorted(train_paths[i] for i in (1, 5))
+    assert [(f["path"], f["index"]) for f in corrupt["val"]] == [
+        (val_path, int(rows.index[rows["path"] == val_path][0]))
+    ]
+    reasons = {f["path"]: f["reason"] for f in corrupt["train"] + corrupt["val"]}
+    assert reasons[train_paths[1]] == "empty file (0 bytes)"
+    assert reasons[train_paths[5]] == reasons[val_path] == "not a recognised image format"

@@ -66,6 +66,7 @@ def register(app: typer.Typer) -> None:
         """Train a detector; writes checkpoints, logs and the best model (RUN/best) into a run directory."""
         import sys
 
+        from mfclip.engine import runinfo
         from mfclip.engine.distributed import is_launch_rank_zero
         from mfclip.engine.train import (
             TrainingInterrupted,
@@ -105,3 +106,9 @@ def register(app: typer.Typer) -> None:
                 f"best val AUC {auc}; run: {result.run_dir}"
                 + (f"; best model: {result.best_checkpoint_dir}" if result.best_checkpoint_dir else "")
             )
+            corrupt = result.summary.get("corrupt_files", {}).get("count", 0)
+            if corrupt:
+                typer.echo(
+                    f"{label}{corrupt} unreadable image(s) skipped, listed in "
+                    f"{result.run_dir / runinfo.SUMMARY_FILE} (corrupt_files)"
+                )

@@ -111,6 +111,10 @@ class CorruptCounter:
     def distinct(self) -> int:
         return int(self._values[0])
 
+    def positions(self) -> np.ndarray:
+        """Positions of the distinct rows found corrupt so far, by any worker, in order."""
+        return np.flatnonzero(np.frombuffer(self._flags, dtype=np.int8)[: self.num_rows])
+
     @property
     def reads(self) -> int:
         return int(self._values[2])
@@ -243,6 +247,20 @@ class ManifestDataset(Dataset):
     def path(self, position: int) -> str:
         """The manifest path of the row at ``position`` (0-based)."""
         return self._paths[position]
+
+    def corrupt_files(self) -> list[dict[str, Any]]:
+        """Every distinct row whose file could not be read so far (by any DataLoader worker), once each:
+        its manifest ``index``, ``path`` and the ``reason`` (the file is decoded again to say why)."""
+        listed = []
+        for position in self.corrupt.positions().tolist():
+            path = self._paths[position]
+            try:
+                load_image(self.root / path, max_pixels=self.max_pixels, name=path)
+                reason = "could not be read during the run (reads now)"
+            except ImageDecodeError as exc:
+                reason = exc.reason
+            listed.append({"index": int(self.indices[position]), "path": path, "reason": reason})
+        return listed
 
     def _generator(self) -> np.random.Generator:
         """The augmentation generator of this process (a hook: subclasses may key it per item)."""

@@ -346,6 +346,12 @@ class DetectorDataModule(L.LightningDataModule):
             seed=self.seed,
         )
 
+    def corrupt_files(self) -> dict[str, list[dict[str, Any]]]:
+        """The files of the ``train`` and ``val`` rows that could not be read so far, each listed once
+        (see :meth:`~mfclip.data.dataset.ManifestDataset.corrupt_files`); this process's reads only."""
+        sets = (("train", self.train_set), ("val", self.val_set))
+        return {name: dataset.corrupt_files() for name, dataset in sets if dataset is not None}
+
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
         if trainer is None:

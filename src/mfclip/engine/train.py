@@ -538,9 +538,20 @@ def _write_summary(
         "last_checkpoint": relative(last) if last.is_file() else None,
         "best_dir": relative(best_dir) if best_dir.is_dir() else None,
         "resumed_from": resumed_from,
+        "corrupt_files": _corrupt_files(trainer),
     }
     runinfo.write_summary(run_dir, summary)
     return summary
+
+
+def _corrupt_files(trainer: Any) -> dict[str, Any]:
+    """Unreadable images skipped while training: how many, and each once per dataset with its reason."""
+    datamodule = getattr(trainer, "datamodule", None)
+    listed = datamodule.corrupt_files() if hasattr(datamodule, "corrupt_files") else {}
+    count = sum(len(files) for files in listed.values())
+    if count:
+        logger.warning("%d unreadable image(s) were skipped; listed in %s", count, runinfo.SUMMARY_FILE)
+    return {"count": count, **listed}
 
 
 class _LightningNoticeFilter(logging.Filter):
