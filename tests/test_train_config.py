@@ -123,7 +123,13 @@ def test_only_rank_zero_reports_the_finished_run(
     import mfclip.engine.train as engine
 
     finished = SimpleNamespace(
-        best_val_auc=0.9, variant=None, status="completed", global_step=4, epochs=2, run_dir=tmp_path
+        best_val_auc=0.9,
+        variant=None,
+        status="completed",
+        global_step=4,
+        epochs=2,
+        run_dir=tmp_path,
+        summary={},
     )
     finished.best_checkpoint_dir = tmp_path / "best"
     monkeypatch.setattr(engine, "train_from_args", lambda *args, **kwargs: [finished])
