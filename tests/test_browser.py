@@ -61,7 +61,9 @@ def server_url(chromium: Path, tmp_path_factory: pytest.TempPathFactory):
 
     torch.manual_seed(0)
     directory = save_checkpoint(
-        create_model("mfclip-tiny"), tmp_path_factory.mktemp("browser") / "tiny", {"name": "browser-test"}
+        create_model("mfclip-tiny"),
+        tmp_path_factory.mktemp("browser") / "tiny",
+        {"name": "browser-test", "synthetic": True},
     )
     detector = Detector.from_pretrained(directory, device="cpu")
     port = _free_port()
@@ -102,6 +104,9 @@ def test_upload_page_shows_score_and_heat_map(chromium: Path, server_url: str, a
             page.on("request", lambda request: requested.append(request.url))
             page.goto(server_url + "/")
             page.wait_for_function("document.getElementById('model').textContent.includes('browser-test')")
+            # A model trained on synthetic data says so before anything is scored.
+            assert "trained on SYNTHETIC data" in (page.text_content("#model") or "")
+            assert page.is_visible("#warning") and "SYNTHETIC" in (page.text_content("#warning") or "")
             page.set_input_files("#file", str(astronaut_path))
             page.click("#submit")
             page.wait_for_function("document.getElementById('score').dataset.pFake !== ''", timeout=30_000)

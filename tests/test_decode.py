@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import io
-import struct
 import threading
 import tracemalloc
 import warnings
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from data_trees import png_header
 from mfclip.data.decode import (
     DecodeInterrupted,
     ImageTooLargeError,
@@ -27,21 +26,6 @@ def encoded(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares ``width`` x ``height`` 8-bit RGB pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(bytes(100)))
-        + chunk(b"IEND", b"")
-    )
 
 
 def reference_grey(values: np.ndarray, peak: float) -> np.ndarray:

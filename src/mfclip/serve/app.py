@@ -1,9 +1,12 @@
 """The HTTP service: score uploaded images, explain them, describe the model, and a small web page.
 
 ``create_app(detector, settings)`` builds a FastAPI app around a loaded :class:`~mfclip.Detector`.
-Uploads are identified by their magic bytes (never the file name or declared content type), size- and
-pixel-limited, decoded off the event loop, and scored through a :class:`~mfclip.serve.batching.ModelRunner`
-that batches concurrent requests on the model.
+Uploads are identified by their magic bytes (never the file name or declared content type); their
+headers are checked against the pixel and decoded-size limits (per image and per request) before any
+pixel is decoded. Decoding and resizing run on a :class:`~mfclip.serve.scheduling.WorkPool` shared
+fairly between requests, scoring on a :class:`~mfclip.serve.batching.ModelRunner` that batches concurrent
+requests on the model. A request past its deadline, or whose client disconnected, stops: its waiting
+work is dropped and its running work stops at the next step.
 """
 
 from __future__ import annotations
@@ -12,48 +15,39 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import io
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from pathlib import Path, PureWindowsPath
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from fastapi import Depends, FastAPI, File, Request, Security, UploadFile
 from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfclip import __version__
-from mfclip.data.decode import ImageDecodeError, bomb_pixels, load_image
+from mfclip.data.decode import DecodeInterrupted, ImageDecodeError, OpenedImage
+from mfclip.models.model_card import is_synthetic
 from mfclip.serve.batching import ModelRunner
-from mfclip.serve.uploads import SUPPORTED_IMAGE_FORMATS, describe_non_image, sniff_image_format
-from mfclip.utils.config import StrictConfig
+from mfclip.serve.middleware import AllowedHosts, BodyLimit, CancelOnDisconnect
+from mfclip.serve.scheduling import ServerBusy, Session, WorkPool
+from mfclip.serve.settings import ServeSettings
+from mfclip.serve.uploads import UploadError, open_upload
 
 if TYPE_CHECKING:
     from mfclip.inference.detector import Detector
 
+__all__ = ["DetectResponse", "FileResult", "ModelInfo", "ServeSettings", "create_app"]
 
-class ServeSettings(StrictConfig):
-    """Limits and batching of the HTTP service."""
+T = TypeVar("T")
 
-    api_key: str | None = Field(None, description="When set, /v1 routes need it (X-API-Key or Bearer).")
-    max_upload_mb: float = Field(20.0, gt=0, description="Largest request body, in MiB.")
-    max_pixels: int = Field(40_000_000, gt=0, description="Largest image (width x height) decoded.")
-    max_files: int = Field(32, ge=1, description="Most files in one /v1/detect request.")
-    timeout_s: float = Field(
-        60.0, gt=0, description="Seconds to receive a request body (else 408), then to process it (else 504)."
-    )
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="P(fake) at or above which label is fake.")
-    batching: bool = Field(True, description="Batch concurrent requests on the model.")
-    batch_max_size: int = Field(16, ge=1, description="Most images in one batched forward pass.")
-    batch_max_wait_ms: float = Field(5.0, ge=0, description="Longest wait for a batch to fill, in ms.")
+SYNTHETIC_WARNING = (
+    "this model was trained on SYNTHETIC data only: its scores on real photos are not evidence"
+)
 
 
 class FileResult(BaseModel):
@@ -67,94 +61,40 @@ class FileResult(BaseModel):
     error: str | None = None
 
 
+class ModelInfo(BaseModel):
+    """Which model answered, and whether it was trained on synthetic data only."""
+
+    name: str
+    synthetic: bool = Field(description="Trained on the synthetic benchmark: not evidence on real photos.")
+
+
 class DetectResponse(BaseModel):
     threshold: float
+    model: ModelInfo
+    warning: str | None = Field(None, description="Set when the scores need a caveat (synthetic model).")
     results: list[FileResult]
-
-
-@dataclass
-class _UploadError(Exception):
-    status: int
-    message: str
-
-
-class _BodyTooLarge(HTTPException):
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"request body is larger than the upload limit of {max_bytes / 2**20:g} MiB")
-
-
-class _BodyTooSlow(HTTPException):
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__(408, f"request body was not received within {timeout_s:g} s")
-
-
-class BodyLimit:
-    """Refuse request bodies above ``max_bytes`` with 413: at once when Content-Length says so, else as
-    soon as the streamed body passes the limit (nothing beyond it is read). With ``timeout_s``, a body not
-    fully received that many seconds after the request started gets 408."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.timeout_s = timeout_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = _BodyTooLarge(self.max_bytes)
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await JSONResponse({"detail": too_large.detail}, status_code=413)(scope, receive, send)
-            return
-        loop = asyncio.get_running_loop()
-        deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
-        received = 0
-        body_complete = False
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, body_complete
-            if body_complete or deadline is None:
-                message = await receive()
-            else:
-                try:
-                    message = await asyncio.wait_for(receive(), timeout=max(deadline - loop.time(), 0.0))
-                except asyncio.TimeoutError:
-                    raise _BodyTooSlow(self.timeout_s or 0.0) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                body_complete = not message.get("more_body", False)
-                if received > self.max_bytes:
-                    raise too_large
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except (_BodyTooLarge, _BodyTooSlow) as exc:
-            if started:
-                raise
-            await JSONResponse({"detail": exc.detail}, status_code=exc.status_code)(scope, receive, send)
-
-
-def _undecodable(kind: str, exc: Exception) -> str:
-    """Why a file whose magic bytes say ``kind`` could not be opened, without PIL's object reprs."""
-    reason = (
-        ""
-        if isinstance(exc, UnidentifiedImageError)
-        else re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
-    )
-    reason = " ".join(reason.split())
-    return f"not a decodable {kind.upper()} image" + (f" (corrupt header: {reason})" if reason else "")
 
 
 _API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The server's API key.")
 _BEARER = HTTPBearer(auto_error=False, description="The server's API key as a bearer token.")
+# An absolute POSIX path (two components at least) or Windows path inside free text; not part of a URL.
+_ABSOLUTE_PATH_IN_TEXT = re.compile(r"(?<![\w.:/~-])(?:/[^\s\"'`<>()/]+)+/?|\b[A-Za-z]:\\[^\s\"'`<>()]+")
+
+
+def _path_name(path: str) -> str:
+    return PureWindowsPath(path).name if re.match(r"[A-Za-z]:\\", path) else Path(path).name
+
+
+def without_local_paths(value: Any) -> Any:
+    """``value`` (a JSON-like structure) with every absolute file path, alone or inside text, reduced to
+    its last component, so the model card does not show the server's directory layout."""
+    if isinstance(value, dict):
+        return {key: without_local_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_local_paths(item) for item in value]
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH_IN_TEXT.sub(lambda found: _path_name(found.group(0).rstrip("/")), value)
+    return value
 
 
 def create_app(detector: Detector, settings: ServeSettings | None = None) -> FastAPI:
@@ -166,11 +106,20 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
         max_batch_size=settings.batch_max_size,
         max_wait_ms=settings.batch_max_wait_ms,
     )
+    pool = WorkPool(settings.decode_workers, settings.queue_size)
+    max_image_bytes = int(settings.max_image_mb * 2**20)
+    max_request_bytes = int(settings.max_request_mb * 2**20)
+    synthetic = is_synthetic(detector.metadata)
+    model_info = ModelInfo(name=str(detector.model_card()["name"]), synthetic=synthetic)
+    warning = SYNTHETIC_WARNING if synthetic else None
+    # JPEG reduction when the checkpoint's transform asks for it (jpeg_draft), as its datasets decode.
+    draft_size = detector.preprocessor.transform.draft_size
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await runner.aclose()
+        pool.shutdown()
 
     app = FastAPI(
         title="mfclip",
@@ -178,16 +127,25 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
         summary="Detect diffusion-generated and manipulated face images with an MFCLIP detector.",
         lifespan=lifespan,
     )
-    app.add_middleware(
-        BodyLimit, max_bytes=int(settings.max_upload_mb * 1024 * 1024), timeout_s=settings.timeout_s
-    )
+    # Outermost last: the Host check, then the body limits, then cancellation on disconnect.
+    app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(BodyLimit, max_bytes=int(settings.max_upload_mb * 2**20), timeout_s=settings.timeout_s)
+    if settings.allowed_hosts is not None:
+        app.add_middleware(AllowedHosts, allowed_hosts=settings.allowed_hosts)
     app.state.detector = detector
     app.state.settings = settings
     app.state.runner = runner
+    app.state.pool = pool
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ServerBusy)
+    async def _busy(_: Request, exc: ServerBusy) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)}
+        )
 
     async def require_api_key(
         key: str | None = Security(_API_KEY_HEADER),
@@ -204,59 +162,95 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def decode_upload(data: bytes, filename: str | None) -> Image.Image:
-        name = filename or "<upload>"
-        if not data:
-            raise _UploadError(400, f"{name}: empty file (0 bytes)")
-        kind = sniff_image_format(data)
-        if kind is None:
-            kinds = ", ".join(SUPPORTED_IMAGE_FORMATS)
-            raise _UploadError(
-                415,
-                f"{name}: not a supported image (content looks like {describe_non_image(data)}); "
-                f"send one of: {kinds}",
-            )
-        try:
-            with Image.open(io.BytesIO(data)) as probe:
-                width, height = probe.size
-        except Image.DecompressionBombError as exc:
-            # PIL refuses headers above ~179 MP before we can read the size: still a pixel-limit refusal.
-            declared = bomb_pixels(exc)
-            size = f"{declared} pixels, above" if declared is not None else "above"
-            raise _UploadError(413, f"{name}: image is {size} the limit of {settings.max_pixels}") from None
-        except Exception as exc:
-            raise _UploadError(422, f"{name}: {_undecodable(kind, exc)}") from None
-        if width * height > settings.max_pixels:
-            raise _UploadError(
-                413,
-                f"{name}: image is {width}x{height} = {width * height} pixels, "
-                f"above the limit of {settings.max_pixels}",
-            )
-        try:
-            return load_image(data, max_pixels=settings.max_pixels, name=name)
-        except ImageDecodeError as exc:
-            raise _UploadError(422, str(exc)) from None
-
-    def prepare_upload(data: bytes, filename: str | None) -> tuple[torch.Tensor, list[int] | None]:
-        image = decode_upload(data, filename)
-        prepared = detector.prepare(image)
-        return prepared.tensor, (list(prepared.box) if prepared.box is not None else None)
-
-    async def score_upload(upload: UploadFile) -> FileResult:
-        try:
-            data = await upload.read()
-            tensor, box = await asyncio.to_thread(prepare_upload, data, upload.filename)
-        except _UploadError as exc:
-            return FileResult(filename=upload.filename, status=exc.status, error=exc.message)
-        p_fake = await runner.submit(tensor)
-        label = "fake" if p_fake >= settings.threshold else "real"
-        return FileResult(filename=upload.filename, status=200, p_fake=p_fake, label=label, box=box)
-
-    async def with_timeout(work: Any) -> Any:
+    async def within_deadline(work: Awaitable[T]) -> T:
         try:
             return await asyncio.wait_for(work, timeout=settings.timeout_s)
         except asyncio.TimeoutError:
             raise HTTPException(504, f"request timed out after {settings.timeout_s:g} s") from None
+
+    def open_all(files: list[tuple[bytes, str | None]], session: Session) -> list[OpenedImage | UploadError]:
+        """Read every header, then charge the decoded sizes to the request's budget in file order."""
+        opened: list[OpenedImage | UploadError] = []
+        total = 0
+        for data, filename in files:
+            if session.interrupt.is_set():
+                raise DecodeInterrupted("request gone")
+            try:
+                image = open_upload(
+                    data,
+                    filename,
+                    max_pixels=settings.max_pixels,
+                    max_image_bytes=max_image_bytes,
+                    draft_size=draft_size,
+                    interrupt=session.interrupt,
+                )
+            except UploadError as exc:
+                opened.append(exc)
+                continue
+            if total + image.decoded_bytes > max_request_bytes:
+                opened.append(
+                    UploadError(
+                        413,
+                        f"{image.name}: its {image.decoded_bytes / 2**20:.1f} MiB decoded would take the "
+                        f"request past its limit of {settings.max_request_mb:g} MiB decoded",
+                    )
+                )
+                continue
+            total += image.decoded_bytes
+            opened.append(image)
+        return opened
+
+    def decode(image: OpenedImage, session: Session) -> Any:
+        try:
+            rgb = image.decode()
+        except ImageDecodeError as exc:
+            raise UploadError(422, str(exc)) from None
+        if session.interrupt.is_set():
+            raise DecodeInterrupted(f"{image.name}: request gone")
+        return rgb
+
+    def prepare(image: OpenedImage, session: Session) -> tuple[torch.Tensor, list[int] | None]:
+        prepared = detector.prepare(decode(image, session))
+        return prepared.tensor, (list(prepared.box) if prepared.box is not None else None)
+
+    async def score_one(
+        decoding: asyncio.Future[tuple[torch.Tensor, list[int] | None]] | UploadError,
+        filename: str | None,
+        session: Session,
+    ) -> FileResult:
+        try:
+            if isinstance(decoding, UploadError):
+                raise decoding
+            tensor, box = await decoding
+        except UploadError as exc:
+            return FileResult(filename=filename, status=exc.status, error=exc.message)
+        p_fake = await runner.submit(tensor, owner=session)
+        label = "fake" if p_fake >= settings.threshold else "real"
+        return FileResult(filename=filename, status=200, p_fake=p_fake, label=label, box=box)
+
+    async def score_all(files: list[tuple[bytes, str | None]], session: Session) -> list[FileResult]:
+        decodings: list[Any] = []
+
+        def queue_decoding(opened: list[OpenedImage | UploadError]) -> None:
+            # Straight after the headers are read, so the request keeps its turn on the pool.
+            for image in opened:
+                decodings.append(
+                    image
+                    if isinstance(image, UploadError)
+                    else pool.submit(session, prepare, image, session, cost_bytes=image.decoded_bytes)
+                )
+
+        try:
+            await pool.submit(session, open_all, files, session, then=queue_decoding)
+            return list(
+                await asyncio.gather(
+                    *(score_one(job, name, session) for job, (_, name) in zip(decodings, files, strict=True))
+                )
+            )
+        finally:
+            for job in decodings:
+                if isinstance(job, asyncio.Future):
+                    job.cancel()  # no-op for finished ones; drops the rest when the request stops early
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -267,14 +261,22 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+
     @app.get("/v1/model", summary="The model card", dependencies=[Depends(require_api_key)])
     async def model_card() -> dict[str, Any]:
-        card = detector.model_card()
+        card = without_local_paths(detector.model_card())
+        card["synthetic"] = synthetic
+        card["warning"] = warning
         card["serving"] = {
             "threshold": settings.threshold,
             "batching": settings.batching,
             "max_upload_mb": settings.max_upload_mb,
             "max_pixels": settings.max_pixels,
+            "max_image_mb": settings.max_image_mb,
+            "max_request_mb": settings.max_request_mb,
+            "max_files": settings.max_files,
+            "timeout_s": settings.timeout_s,
         }
         return card
 
@@ -285,10 +287,11 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
         dependencies=[Depends(require_api_key)],
         responses={
             400: {"description": "every file was empty"},
+            408: {"description": "the request body was not received in time"},
             413: {"description": "request or image too large"},
             415: {"description": "no file was a supported image"},
-            408: {"description": "the request body was not received in time"},
             422: {"description": "no file could be decoded"},
+            503: {"description": "the server is busy: retry after the Retry-After header's seconds"},
             504: {"description": "processing timed out"},
         },
     )
@@ -299,8 +302,12 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
             raise HTTPException(
                 413, f"too many files: {len(file)} (at most {settings.max_files} per request)"
             )
-        results: list[FileResult] = await with_timeout(asyncio.gather(*(score_upload(f) for f in file)))
-        response = DetectResponse(threshold=settings.threshold, results=results)
+        with pool.session(len(file)) as session:
+            files = [(await upload.read(), upload.filename) for upload in file]
+            results = await within_deadline(score_all(files, session))
+        response = DetectResponse(
+            threshold=settings.threshold, model=model_info, warning=warning, results=results
+        )
         if all(r.error is not None for r in results):
             # Nothing could be scored: the request as a whole is bad input.
             first = results[0]
@@ -313,19 +320,32 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
         summary="Explain one image: a PNG panel with Grad-CAM, the richest patch and its noise residual",
         response_class=Response,
         dependencies=[Depends(require_api_key)],
-        responses={200: {"content": {"image/png": {}}}, 400: {}, 408: {}, 413: {}, 415: {}, 422: {}, 504: {}},
+        responses={
+            200: {"content": {"image/png": {}}},
+            **{status: {} for status in (400, 408, 413, 415, 422, 503, 504)},
+        },
     )
     async def explain(file: UploadFile = File(..., description="One image file.")) -> Response:
-        data = await file.read()
-        try:
-            image = await asyncio.to_thread(decode_upload, data, file.filename)
-        except _UploadError as exc:
-            raise HTTPException(exc.status, exc.message) from None
-        explanation = await with_timeout(
-            runner.run_in_worker(functools.partial(detector.explain, threshold=settings.threshold), image)
-        )
-        png = await asyncio.to_thread(explanation.to_png)
+        with pool.session(1) as session:
+            data = await file.read()
+
+            async def work() -> Any:
+                (opened,) = await pool.run(session, open_all, [(data, file.filename)], session)
+                if isinstance(opened, UploadError):
+                    raise opened
+                image = await pool.run(session, decode, opened, session, cost_bytes=opened.decoded_bytes)
+                explanation = await runner.run_in_worker(
+                    functools.partial(detector.explain, threshold=settings.threshold), image
+                )
+                return explanation, await pool.run(session, explanation.to_png)
+
+            try:
+                explanation, png = await within_deadline(work())
+            except UploadError as exc:
+                raise HTTPException(exc.status, exc.message) from None
         headers = {"X-P-Fake": f"{explanation.p_fake:.6f}", "X-Label": explanation.label}
+        if warning is not None:
+            headers["X-Model-Warning"] = warning
         return Response(png, media_type="image/png", headers=headers)
 
     return app

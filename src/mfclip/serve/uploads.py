@@ -1,6 +1,17 @@
-"""What an uploaded file is, decided by its first bytes, never by its name or declared content type."""
+"""Uploaded files: what they are (decided by their first bytes, never by their name or declared content
+type) and opening them under the service's limits, with the HTTP status of each way they can fail."""
 
 from __future__ import annotations
+
+import threading
+
+from mfclip.data.decode import (
+    ImageDecodeError,
+    ImageHeaderError,
+    ImageTooLargeError,
+    OpenedImage,
+    open_image,
+)
 
 # (format name, offset, magic bytes). WEBP also needs "WEBP" at offset 8 (checked below).
 _IMAGE_SIGNATURES: tuple[tuple[str, int, bytes], ...] = (
@@ -52,3 +63,51 @@ def describe_non_image(data: bytes) -> str:
     except UnicodeDecodeError:
         return "unrecognised binary data"
     return "text"
+
+
+class UploadError(Exception):
+    """An upload that cannot be scored: the HTTP ``status`` of the reason and a one-line ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def open_upload(
+    data: bytes,
+    filename: str | None,
+    *,
+    max_pixels: int,
+    max_image_bytes: int,
+    draft_size: tuple[int, int] | None = None,
+    interrupt: threading.Event | None = None,
+) -> OpenedImage:
+    """Check an upload and read its image header: 400 empty, 415 not a supported image, 413 above the pixel
+    or decoded-size limit, 422 undecodable header. Nothing is decoded yet."""
+    name = filename or "<upload>"
+    if not data:
+        raise UploadError(400, f"{name}: empty file (0 bytes)")
+    kind = sniff_image_format(data)
+    if kind is None:
+        raise UploadError(
+            415,
+            f"{name}: not a supported image (content looks like {describe_non_image(data)}); "
+            f"send one of: {', '.join(SUPPORTED_IMAGE_FORMATS)}",
+        )
+    try:
+        return open_image(
+            data,
+            max_pixels=max_pixels,
+            max_decoded_bytes=max_image_bytes,
+            draft_size=draft_size,
+            name=name,
+            interrupt=interrupt,
+        )
+    except ImageTooLargeError as exc:
+        raise UploadError(413, str(exc)) from None
+    except ImageHeaderError as exc:
+        reason = f" (corrupt header: {exc.detail})" if exc.detail else ""
+        raise UploadError(422, f"{name}: not a decodable {kind.upper()} image{reason}") from None
+    except ImageDecodeError as exc:
+        raise UploadError(422, str(exc)) from None
