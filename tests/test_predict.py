@@ -19,7 +19,7 @@ from PIL import Image
 from mfclip import Detector
 from mfclip.cli.errors import run_app
 from mfclip.cli.main import app
-from mfclip.inference.predict import OUTPUT_COLUMNS, PredictOptions, iter_rows, predict_files
+from mfclip.inference.predict import OUTPUT_COLUMNS, PredictOptions, collect_inputs, iter_rows, predict_files
 from mfclip.models.checkpoint import save_checkpoint
 from mfclip.models.registry import create_model
 
@@ -189,6 +189,7 @@ def test_odd_file_names_round_trip_through_csv_and_resume(
     names = [os.fsdecode(b"caf\xe9.png"), 'two\nlines "quoted".png', "plain.png"]
     for name in names:
         (folder / name).write_bytes(source)
+    assert sorted(collect_inputs([folder])) == sorted(str(folder / n) for n in names)  # found in folders too
     out = tmp_path / "scores.csv"
     first = predict_files(
         detector, [folder / names[0], folder / names[1]], out, PredictOptions(progress=False)

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mfclip.data.decode import ImageDecodeError, is_image_path
-from mfclip.data.paths import BROKEN_LINK, LINK_LOOP, walk_files
+from mfclip.data.paths import BROKEN_LINK, INVALID_FILE_NAME, LINK_LOOP, walk_files
 from mfclip.data.video import VideoDecodeError, is_video_path
 from mfclip.inference.preprocess import Preprocessor
 from mfclip.utils.jobs import AppendLog, CsvRows, JobLock, JsonLines, SettingsStamp
@@ -117,15 +117,16 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[str]:
 
 
 def _media_files(folder: Path) -> list[Path]:
-    """Images and videos below ``folder`` by the folder-walking rules of :mod:`mfclip.data.paths`; a
-    broken or looping link with an image or video name is kept, so that it gets an error row."""
+    """Images and videos below ``folder`` by the folder-walking rules of :mod:`mfclip.data.paths`. Also
+    kept: a name that is not valid UTF-8 (the output writes such names byte for byte), and a broken or looping
+    link with an image or video name, so that it gets an error row."""
     found = []
 
-    def keep_unreadable_links(path: Path, reason: str) -> None:
-        if reason in (BROKEN_LINK, LINK_LOOP) and _is_media(path):
+    def keep(path: Path, reason: str) -> None:
+        if reason in (BROKEN_LINK, LINK_LOOP, INVALID_FILE_NAME) and _is_media(path):
             found.append(path)
 
-    found.extend(p for p in walk_files(folder, keep_unreadable_links) if _is_media(p))
+    found.extend(p for p in walk_files(folder, keep) if _is_media(p))
     return found
 
 
