@@ -211,6 +211,89 @@ def test_richest_patch_ties_go_to_the_lowest_index() -> None:
     assert scores[1].unique().numel() == 1 and scores[2, 1] == scores[2, 3]
 
 
+def mirrored_patch_images(source: torch.Tensor, seed: int) -> torch.Tensor:
+    """2x2-grid images whose patches are a smoother patch and mirror images of one textured patch.
+
+    ``source`` is (N, 3, 2s, 2s); each image keeps its top-left s x s crop ``t`` and a flattened copy
+    ``f`` (much smoother), then places f, t, fliplr(t), flipud(t), rot180(t) in a random order, so that
+    two or three of its patches have the same GLCM (the same scikit-image score, bitwise).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    size = source.shape[-1] // 2
+    images = []
+    for image in source:
+        texture = image[:, :size, :size]
+        flat = (texture * 0.1 + 0.45).mul(255).round().div(255)
+        variants = [flat, texture, texture.flip(-1), texture.flip(-2), texture.flip(-1, -2)]
+        order = torch.randperm(5, generator=generator)[:4].tolist()
+        patches = [variants[k] for k in order]
+        top = torch.cat([patches[0], patches[1]], dim=2)
+        bottom = torch.cat([patches[2], patches[3]], dim=2)
+        images.append(torch.cat([top, bottom], dim=1))
+    return torch.stack(images)
+
+
+def test_mirrored_patches_tie_and_resolve_as_skimage_does(astronaut_images: torch.Tensor) -> None:
+    crops = torch.cat([astronaut_images, astronaut_images.flip(-1), astronaut_images.transpose(-1, -2)])
+    random = torch.rand(24, 3, 64, 64, generator=torch.Generator().manual_seed(11))
+    random = (random * 255).round() / 255
+    for source, seed in ((crops, 0), (crops, 1), (random, 2)):
+        images = mirrored_patch_images(source, seed)
+        scores = patch_homogeneity(images)
+        gray = to_gray_uint8(images)
+        size = images.shape[-1] // 2
+        for image_scores, image_gray in zip(scores, gray, strict=True):
+            tiles = [
+                image_gray[r * size : (r + 1) * size, c * size : (c + 1) * size]
+                for r in (0, 1)
+                for c in (0, 1)
+            ]
+            reference = [skimage_homogeneity(tile.numpy()) for tile in tiles]
+            # Equal GLCMs give bitwise-equal scores here exactly when they do in scikit-image.
+            for a in range(4):
+                for b in range(4):
+                    assert (image_scores[a] == image_scores[b]) == (reference[a] == reference[b])
+        _, indices = richest_patch(images)
+        assert indices.tolist() == reference_richest(images, 2)
+
+
+def test_homogeneity_depends_only_on_the_multiset_of_pair_differences() -> None:
+    rng = np.random.default_rng(12)
+    gray = torch.from_numpy(rng.integers(0, 200, size=(37, 53), dtype=np.uint8))
+    same = torch.stack(
+        [
+            gray,
+            gray.flip(-1),  # every pair reversed
+            gray.flip(-2),  # rows in reverse order
+            gray[torch.from_numpy(rng.permutation(37))],  # rows in any order
+            gray + 55,  # every level shifted: the same differences
+        ]
+    )
+    scores = glcm_homogeneity(same)
+    assert scores.unique().numel() == 1
+    np.testing.assert_allclose(scores[0].item(), skimage_homogeneity(gray.numpy()), rtol=0, atol=1e-7)
+
+
+def test_constant_and_identical_patches_tie_at_the_first_index() -> None:
+    levels = (0.0, 0.2, 0.6, 1.0)
+    constant = torch.stack([torch.full((3, 20, 20), v) for v in levels])
+
+    def grid(p: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.cat([p[0], p[1]], 2), torch.cat([p[2], p[3]], 2)], 1)
+
+    texture = (torch.rand(3, 20, 20, generator=torch.Generator().manual_seed(13)) * 255).round() / 255
+    images = torch.stack(
+        [
+            grid(constant),  # four constant patches: homogeneity 1.0 everywhere
+            grid([constant[1], constant[2], texture, texture]),  # first textured patch is 2
+            grid([constant[0], texture.flip(-1), texture, constant[3]]),  # 1 and 2 tie
+        ]
+    )
+    _, indices = richest_patch(images)
+    assert indices.tolist() == [0, 2, 1] == reference_richest(images, 2)
+    assert patch_homogeneity(images)[0].tolist() == [1.0] * 4
+
+
 def test_richest_patch_modes() -> None:
     images = torch.rand(16, 3, 12, 12, generator=torch.Generator().manual_seed(3))
     first = richest_patch(images, 3, "random", torch.Generator().manual_seed(7))

@@ -4,6 +4,10 @@ For one offset (distance 1, angle 0), 256 levels, a symmetric and normalised GLC
 1 / (2N) on both (a, b) and (b, a) for each of the N horizontally adjacent pixel pairs (a, b). Its
 homogeneity sum_ij P(i, j) / (1 + (i - j)^2) is therefore the mean over those pairs of
 1 / (1 + (a - b)^2): no 256x256 matrix is needed.
+
+The sum over pairs is exact, so it depends only on the multiset of differences |a - b|, never on the
+order of the pairs: like scikit-image's score (a function of the GLCM alone), a mirrored patch or one
+whose rows come in another order scores bitwise the same, and ties between patches stay ties.
 """
 
 from __future__ import annotations
@@ -40,20 +44,57 @@ def gray_levels(images: Tensor) -> Tensor:
     return levels.round_().clamp_(0.0, 255.0)
 
 
+# Every float32 term fl(1 / (1 + d^2)) of an 8-bit difference d is at least 1/65026 > 2^-16, so it is an
+# integer multiple of 2^-39 (the weight of its last mantissa bit). Counted in units of 2^-39 each term is an
+# exact integer of at most 2^39, so a row of up to 2^23 terms sums exactly (far below 2^63) in int64.
+TERM_UNIT = 2.0**-39
+MAX_ROW_PAIRS = 1 << 23
+_HALF = 1 << 31
+
+
+def pair_term_units(levels: Tensor) -> Tensor:
+    """Exact row sums of 1 / (1 + (a - b)^2) over horizontally adjacent levels (a, b), in units of 2^-39.
+
+    ``levels``: float32 (..., H, W) holding integers 0..255, W - 1 <= ``MAX_ROW_PAIRS``. Each term is
+    1 / (1 + (a - b)^2) rounded once to float32, which keeps a mean within 3e-8 of scikit-image's float64
+    value; the terms are added as integers, so a row sum does not depend on the order of its pairs.
+    Returns int64 (..., H).
+    """
+    if levels.shape[-1] - 1 > MAX_ROW_PAIRS:
+        raise ValueError(
+            f"rows of {levels.shape[-1]} pixels are too long for an exact GLCM sum "
+            f"(at most {MAX_ROW_PAIRS + 1})"
+        )
+    diff = levels[..., 1:] - levels[..., :-1]
+    if is_exporting():
+        units = (1.0 + diff * diff).reciprocal() / TERM_UNIT
+    else:
+        # (1 + d^2) * 2^-39 is exact, so its float32 reciprocal is fl(1 / (1 + d^2)) * 2^39 in one pass.
+        unit = torch.full((), TERM_UNIT, dtype=diff.dtype, device=diff.device)
+        units = torch.addcmul(unit, diff, diff, value=TERM_UNIT, out=diff).reciprocal_()
+    return units.sum(dim=-1, dtype=torch.int64)
+
+
+def total_pair_terms(row_units: Tensor) -> Tensor:
+    """Sum of :func:`pair_term_units` rows over the last dimension, as a value (float64; float32 on MPS).
+
+    The rows are added exactly (in two int64 halves, which cannot overflow), so the total, and the one
+    rounding to floating point, depend only on the multiset of pair differences, not on their order.
+    """
+    high = torch.div(row_units, _HALF, rounding_mode="floor")
+    low = row_units - high * _HALF
+    dtype = score_dtype(row_units.device)
+    total = high.sum(dim=-1).to(dtype) * _HALF + low.sum(dim=-1).to(dtype)
+    return total * TERM_UNIT
+
+
 def pair_term_sums(levels: Tensor) -> Tensor:
     """Sum over the last two dims of 1 / (1 + (a - b)^2) for horizontally adjacent levels (a, b).
 
-    ``levels``: float32 (..., H, W) holding integers. 1 + (a - b)^2 is exact in float32; each term is
-    rounded once, each row of terms is summed in float32 and the row sums in float64, which keeps the
-    mean within about 1e-8 of the exact value for any image size.
+    Exact and order-independent (:func:`pair_term_units`, :func:`total_pair_terms`); float64 (float32 on
+    MPS).
     """
-    diff = levels[..., 1:] - levels[..., :-1]
-    if is_exporting():
-        terms = (1.0 + diff * diff).reciprocal()
-        return terms.sum(dim=-1).sum(dim=-1, dtype=score_dtype(diff.device))
-    one = torch.ones((), dtype=diff.dtype, device=diff.device)
-    torch.addcmul(one, diff, diff, out=diff).reciprocal_()
-    return diff.sum(dim=-1).sum(dim=-1, dtype=score_dtype(diff.device))
+    return total_pair_terms(pair_term_units(levels))
 
 
 def to_gray_uint8(images: Tensor) -> Tensor:
@@ -140,8 +181,8 @@ def glcm_homogeneity(gray: Tensor) -> Tensor:
                     f"(dtype {gray.dtype}, shape {tuple(gray.shape)}); use to_gray_uint8 for images"
                 )
         flat = gray.reshape(-1, height, width)
-        sums = torch.empty(flat.shape[0], dtype=score_dtype(gray.device), device=gray.device)
+        rows = torch.empty((flat.shape[0], height), dtype=torch.int64, device=gray.device)
         step = chunk_size(flat.shape[0], height * width, gray.device)
         for start in range(0, flat.shape[0], step):
-            sums[start : start + step] = pair_term_sums(flat[start : start + step].to(torch.float32))
-        return (sums / (height * (width - 1))).reshape(leading)
+            rows[start : start + step] = pair_term_units(flat[start : start + step].to(torch.float32))
+        return (total_pair_terms(rows) / (height * (width - 1))).reshape(leading)

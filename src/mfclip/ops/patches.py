@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mfclip.ops._checks import check_grid, check_images, chunk_size, is_exporting, score_dtype
-from mfclip.ops.glcm import gray_levels, pair_term_sums
+from mfclip.ops._checks import check_grid, check_images, chunk_size, is_exporting
+from mfclip.ops.glcm import gray_levels, pair_term_sums, pair_term_units, total_pair_terms
 
 PATCH_MODES = ("richest", "random", "whole", "fixed:<k>")
 
@@ -45,6 +45,8 @@ def patch_homogeneity(images: Tensor, grid: int = 2) -> Tensor:
         float64 (B, grid * grid), row-major patch order: for each patch, scikit-image's GLCM homogeneity
         (distance 1, angle 0, 256 levels, symmetric, normalised) of its 8-bit luma
         (:func:`mfclip.ops.to_gray_uint8`). Lower means more texture. No gradient. float32 on MPS.
+        The pair terms are summed exactly, so two patches with the same GLCM (a mirrored patch, for
+        instance) score bitwise the same, as in scikit-image.
     """
     check_images(images)
     patch_h, patch_w = check_grid(images, grid)
@@ -58,7 +60,7 @@ def patch_homogeneity(images: Tensor, grid: int = 2) -> Tensor:
         levels = gray_levels(images.detach())
         tiles = levels.reshape(-1, grid, patch_h, grid, patch_w).transpose(2, 3)
         return pair_term_sums(tiles).reshape(-1, grid * grid) / (patch_h * (patch_w - 1))
-    scores = torch.empty((batch, grid * grid), dtype=score_dtype(images.device), device=images.device)
+    rows = torch.empty((batch, grid * grid, patch_h), dtype=torch.int64, device=images.device)
     with torch.no_grad():
         source = images.detach()
         step = chunk_size(batch, height * width, images.device)
@@ -66,8 +68,8 @@ def patch_homogeneity(images: Tensor, grid: int = 2) -> Tensor:
             levels = gray_levels(source[start : start + step])
             count = levels.shape[0]
             tiles = levels.view(count, grid, patch_h, grid, patch_w).transpose(2, 3)
-            scores[start : start + step] = pair_term_sums(tiles).reshape(count, grid * grid)
-    return scores.div_(patch_h * (patch_w - 1))
+            rows[start : start + step] = pair_term_units(tiles).reshape(count, grid * grid, patch_h)
+        return total_pair_terms(rows).div_(patch_h * (patch_w - 1))
 
 
 def _patch_index_for_mode(
@@ -110,8 +112,9 @@ def richest_patch(
         images: (B, 3, H, W) float RGB in [0, 1], any device; H and W divisible by ``grid``.
         grid: patches per side (2 → four patches of H/2 x W/2, as at 224 px → 112 px).
         mode: which patch to keep:
-            ``"richest"`` — lowest homogeneity (:func:`patch_homogeneity`); ties go to the lowest
-            index, as ``argmin``.
+            ``"richest"`` — lowest homogeneity (:func:`patch_homogeneity`); ties (patches with
+            bitwise-equal scores, e.g. mirror images or constant patches) go to the lowest index, as
+            ``numpy.argmin`` over scikit-image's scores does.
             ``"random"`` — uniformly random, drawn with ``generator`` (reproducible when given).
             ``"whole"`` — no cropping: returns ``images`` itself (shape (B, 3, H, W)) and index -1;
             ``grid`` is not used.
