@@ -206,7 +206,8 @@ def grad_cam(model: nn.Module, images: torch.Tensor) -> np.ndarray:
         torch.enable_grad(),
         GradCAM(model=_Logits(model), target_layers=layers, reshape_transform=reshape) as cam,
     ):
-        maps = cam(input_tensor=images.clone(), targets=targets)
+        # The input requires a gradient so that frozen towers (a linear probe, RINE) still carry one.
+        maps = cam(input_tensor=images.clone().requires_grad_(True), targets=targets)
     return np.asarray(maps, dtype=np.float32)
 
 

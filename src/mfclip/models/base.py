@@ -87,6 +87,13 @@ class DetectorModel(nn.Module):
         """
         return {"visual": None, "text": None}
 
+    def on_clip_weights_loaded(self) -> None:
+        """Called after pretrained CLIP weights were loaded into ``clip_towers()``.
+
+        A model whose own parameters are derived from its towers' weights (Effort's SVD split of the
+        attention weights) recomputes them here; the default does nothing.
+        """
+
     def explain_target_layers(self) -> list[nn.Module]:
         """Layers whose activations Grad-CAM uses for the image branch."""
         raise NotImplementedError(f"{type(self).__name__} does not define Grad-CAM target layers")

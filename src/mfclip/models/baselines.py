@@ -13,59 +13,29 @@ clip_weights=PATH)`` loads pretrained CLIP weights into them exactly as into MFC
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from pydantic import Field
 from torch import nn
 
 from mfclip.models.base import DetectorModel, ModelOutput, to_parameter_dtype
-from mfclip.models.config import ClipViTConfig
+from mfclip.models.clip_tower import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NORMALIZATION_STATS,
+    BinaryLogit,
+    ClipTowerConfig,
+    ClipTowerDetector,
+    ImageNormalize,
+    check_images,
+)
 from mfclip.models.registry import register_model_type
-from mfclip.models.vision import build_clip_vit
 from mfclip.utils.config import ConfigError, StrictConfig
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 Normalization = Literal["clip", "imagenet", "inception", "timm", "none"]
-_FIXED_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "clip": (tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD)),
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-}
-
-
-def check_images(images: torch.Tensor, size: int) -> None:
-    """Raise ValueError naming the problem unless ``images`` is a float (B, 3, size, size) batch."""
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a tensor, got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (size, size):
-        raise ValueError(f"images must have shape (B, 3, {size}, {size}), got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be floating point in [0, 1], got {images.dtype}")
-    if images.shape[0] == 0:
-        raise ValueError("images is an empty batch")
-
-
-class _Normalize(nn.Module):
-    """(x − mean) / std per channel, as non-persistent buffers (checkpoints do not carry them)."""
-
-    def __init__(self, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> None:
-        super().__init__()
-        self.enabled = mean is not None and std is not None
-        mean_t = torch.tensor(mean if mean is not None else (0.0, 0.0, 0.0)).view(1, 3, 1, 1)
-        std_t = torch.tensor(std if std is not None else (1.0, 1.0, 1.0)).view(1, 3, 1, 1)
-        self.register_buffer("scale", 1.0 / std_t, persistent=False)
-        self.register_buffer("shift", -mean_t / std_t, persistent=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            return images
-        return torch.addcmul(self.shift.to(images.dtype), images, self.scale.to(images.dtype))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -73,44 +43,40 @@ class _Normalize(nn.Module):
 # ---------------------------------------------------------------------------------------------------
 
 
-class ClipBaselineConfig(StrictConfig):
-    """A CLIP image tower (any open_clip ViT config) with a linear two-class head.
+class ClipBaselineConfig(ClipTowerConfig):
+    """A CLIP image tower (any open_clip ViT config) with a linear two-class head on its embedding.
 
     ``type: clip_probe`` freezes the tower (only the head trains); ``type: clip_finetune`` trains both.
     ``normalize_features`` L2-normalises the tower's embedding before the head (``feature_scale``
-    then multiplies it, since unit vectors give tiny logits).
+    then multiplies it, since unit vectors give tiny logits). ``binary_logit`` makes the head a single
+    fake logit z with logits (0, z), so training minimises binary cross-entropy on z (UnivFD's head);
+    ``head_init_std`` is the standard deviation of the head's initial weights (its bias starts at 0).
     """
 
     type: Literal["clip_probe", "clip_finetune"] = "clip_probe"
-    name: str | None = None
-    description: str = ""
-    image_size: int = Field(default=224, gt=0)
-    embed_dim: int = Field(default=512, gt=0)  # the tower's output (projection) dimension
-    clip_vit: ClipViTConfig = Field(default_factory=ClipViTConfig)
-    normalize: Literal["clip", "none"] = "clip"
     normalize_features: bool = False
     feature_scale: float = Field(default=10.0, gt=0)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    binary_logit: bool = False
+    head_init_std: float = Field(default=0.01, ge=0.0)
 
     @property
     def frozen_backbone(self) -> bool:
         return self.type == "clip_probe"
 
 
-class ClipBaseline(DetectorModel):
-    """open_clip ``VisionTransformer`` → (optional L2 norm) → dropout → Linear(embed_dim, 2)."""
+class ClipBaseline(ClipTowerDetector):
+    """open_clip ``VisionTransformer`` → (optional L2 norm) → dropout → linear head."""
 
     config: ClipBaselineConfig
 
     def __init__(self, config: ClipBaselineConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.visual = build_clip_vit(config.clip_vit, config.image_size, config.embed_dim)
-        mean, std = _FIXED_STATS["clip"] if config.normalize == "clip" else (None, None)
-        self.normalize = _Normalize(mean, std)
+        super().__init__(config)
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.embed_dim, 2)
-        nn.init.normal_(self.head.weight, std=0.01)
+        self.head: nn.Module = (
+            BinaryLogit(config.embed_dim) if config.binary_logit else nn.Linear(config.embed_dim, 2)
+        )
+        nn.init.normal_(self.head.weight, std=config.head_init_std)
         nn.init.zeros_(self.head.bias)
         if config.frozen_backbone:
             self.visual.requires_grad_(False)
@@ -124,36 +90,12 @@ class ClipBaseline(DetectorModel):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The tower's image embedding (B, embed_dim), unnormalised."""
-        check_images(images, self.image_size)
-        return self.visual(to_parameter_dtype(self.visual, self.normalize(images)))
+        return self.visual(self.pixels(images))
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        prompt_tokens: torch.Tensor | None = None,
-        prompt_mask: torch.Tensor | None = None,
-    ) -> ModelOutput:
-        features = self.features(images)
-        pooled = features
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
         if self.config.normalize_features:
-            pooled = F.normalize(features, dim=-1) * self.config.feature_scale
-        logits = self.head(self.dropout(pooled))
-        return ModelOutput(logits=logits, image_features=features)
-
-    def clip_towers(self) -> dict[str, nn.Module | None]:
-        return {"visual": self.visual, "text": None}
-
-    def explain_target_layers(self) -> list[nn.Module]:
-        return [self.visual.transformer.resblocks[-1].ln_1]
-
-    def explain_reshape_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        grid = self.visual.grid_size
-
-        def tokens_to_map(activation: torch.Tensor) -> torch.Tensor:
-            patches = activation[:, 1:]  # drop CLS
-            return patches.reshape(patches.shape[0], grid[0], grid[1], -1).permute(0, 3, 1, 2)
-
-        return tokens_to_map
+            features = F.normalize(features, dim=-1) * self.config.feature_scale
+        return self.head(self.dropout(features))
 
 
 @register_model_type("clip_probe", ClipBaselineConfig)
@@ -229,8 +171,8 @@ class TimmCNN(DetectorModel):
         elif config.normalize == "timm":
             mean, std = _timm_stats(config.arch)
         else:
-            mean, std = _FIXED_STATS[config.normalize]
-        self.normalize = _Normalize(mean, std)
+            mean, std = NORMALIZATION_STATS[config.normalize]
+        self.normalize = ImageNormalize(mean, std)
 
     def forward(
         self,

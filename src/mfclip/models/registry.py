@@ -30,7 +30,7 @@ from mfclip.utils.config import ConfigError, StrictConfig, apply_overrides, clos
 MODELS_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
 DEFAULT_TYPE = "mfclip"
 # Modules whose import registers the built-in model types (a missing optional one is skipped).
-_BUILTIN_TYPE_MODULES = ("mfclip.models.mfclip", "mfclip.models.baselines")
+_BUILTIN_TYPE_MODULES = ("mfclip.models.mfclip", "mfclip.models.baselines", "mfclip.models.peers")
 
 logger = logging.getLogger(__name__)
 

@@ -570,6 +570,8 @@ def load_clip_weights_into(
     ``model`` is a :class:`~mfclip.models.base.DetectorModel` (its ``clip_towers()`` are filled, and the
     towers loaded are recorded in its ``pretrained_towers``), an open_clip ``CLIP``, or a mapping
     ``{"visual": VisionTransformer | None, "text": TextTransformer | None}``.
+    A DetectorModel's ``on_clip_weights_loaded()`` runs after its towers were filled (Effort splits the new
+    attention weights there).
 
     With ``strict`` every tensor of every present tower must come from the checkpoint, the checkpoint must
     not hold tower tensors the model lacks, and a recorded activation or head count must match the tower;
@@ -619,6 +621,8 @@ def load_clip_weights_into(
     report.skipped = sorted(k for k in weights.state_dict if k not in used)
     if hasattr(model, "mark_pretrained"):
         model.mark_pretrained(report.loaded)  # these towers now train at the pretrained learning rate
+    if planned and callable(getattr(model, "on_clip_weights_loaded", None)):
+        model.on_clip_weights_loaded()
     return report
 
 
