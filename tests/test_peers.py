@@ -521,3 +521,16 @@ def test_compare_runs_every_peer_in_one_command(tmp_path: Path) -> None:
     assert overall[TINY].notna().all().all()
     markdown = result.markdown_path.read_text(encoding="utf-8")
     assert all(name in markdown for name in TINY)
+
+
+@pytest.mark.parametrize("name", ["effort-tiny", "gend-tiny", "rine-tiny"])
+def test_peer_losses_run_in_float32_under_autocast(name: str) -> None:
+    model = _small(name).eval()
+    images, labels = _images()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(images)
+        mixed = model.compute_loss(output, labels)
+    exact = model.compute_loss(output, labels)
+    for key, value in mixed.items():
+        assert value.dtype == torch.float32, key
+        torch.testing.assert_close(value, exact[key], rtol=1e-6, atol=1e-7)

@@ -37,6 +37,7 @@ from mfclip.models.clip_tower import (
     pooled_cls,
     run_block,
 )
+from mfclip.models.peers.losses import float32_losses
 from mfclip.models.registry import register_model_type
 from mfclip.utils.config import ConfigError
 
@@ -227,17 +228,22 @@ class Effort(ClipTowerDetector):
         self, output: ModelOutput, labels: torch.Tensor, gather: GatherFn | None = None
     ) -> dict[str, torch.Tensor]:
         """Cross-entropy + λ_orth · mean orthogonality loss + λ_sv · mean singular-value loss."""
-        ce = F.cross_entropy(output.logits.float(), labels)
-        pairs = self.split_matrices()
-        orthogonal = torch.stack([residual.orthogonality_loss() for residual, _ in pairs]).mean()
-        singular = torch.stack([residual.singular_value_loss(weight) for residual, weight in pairs]).mean()
-        loss = ce + self.config.orthogonal_weight * orthogonal + self.config.singular_value_weight * singular
-        return {
-            "loss": loss,
-            "ce": ce.detach(),
-            "orthogonal": orthogonal.detach(),
-            "singular_value": singular.detach(),
-        }
+        with float32_losses(output.logits):
+            ce = F.cross_entropy(output.logits.float(), labels)
+            pairs = self.split_matrices()
+            orthogonal = torch.stack([residual.orthogonality_loss() for residual, _ in pairs]).mean()
+            singular = torch.stack(
+                [residual.singular_value_loss(weight) for residual, weight in pairs]
+            ).mean()
+            loss = (
+                ce + self.config.orthogonal_weight * orthogonal + self.config.singular_value_weight * singular
+            )
+            return {
+                "loss": loss,
+                "ce": ce.detach(),
+                "orthogonal": orthogonal.detach(),
+                "singular_value": singular.detach(),
+            }
 
 
 @register_model_type("effort", EffortConfig)

@@ -26,7 +26,7 @@ from mfclip.models.clip_tower import (
     embed_tokens,
     pooled_cls,
 )
-from mfclip.models.peers.losses import alignment_loss, uniformity_loss
+from mfclip.models.peers.losses import alignment_loss, float32_losses, uniformity_loss
 from mfclip.models.registry import register_model_type
 
 
@@ -69,18 +69,19 @@ class GenD(ClipTowerDetector):
         self, output: ModelOutput, labels: torch.Tensor, gather: GatherFn | None = None
     ) -> dict[str, torch.Tensor]:
         """Cross-entropy + uniformity + label-aware alignment on this process's batch of unit features."""
-        assert output.image_features is not None
-        config = self.config
-        ce = F.cross_entropy(output.logits.float(), labels)
-        uniformity = uniformity_loss(output.image_features, t=config.uniformity_t)
-        alignment = alignment_loss(output.image_features, labels, alpha=config.alignment_alpha)
-        loss = ce + config.uniformity_weight * uniformity + config.alignment_weight * alignment
-        return {
-            "loss": loss,
-            "ce": ce.detach(),
-            "uniformity": uniformity.detach(),
-            "alignment": alignment.detach(),
-        }
+        with float32_losses(output.logits):
+            assert output.image_features is not None
+            config = self.config
+            ce = F.cross_entropy(output.logits.float(), labels)
+            uniformity = uniformity_loss(output.image_features, t=config.uniformity_t)
+            alignment = alignment_loss(output.image_features, labels, alpha=config.alignment_alpha)
+            loss = ce + config.uniformity_weight * uniformity + config.alignment_weight * alignment
+            return {
+                "loss": loss,
+                "ce": ce.detach(),
+                "uniformity": uniformity.detach(),
+                "alignment": alignment.detach(),
+            }
 
 
 @register_model_type("gend", GenDConfig)

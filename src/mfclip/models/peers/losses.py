@@ -1,5 +1,8 @@
 """Feature-space losses of the peer detectors, on L2-normalised features in float32.
 
+Call them inside :func:`float32_losses` (autocast off), as the peers' ``compute_loss`` do, so that mixed
+precision runs the towers and never the losses.
+
 - :func:`supervised_contrastive`: SupCon (Khosla et al., NeurIPS 2020, arXiv 2004.11362) with one view per
   image, as RINE adds it to its classification loss;
 - :func:`alignment_loss` and :func:`uniformity_loss`: the hypersphere alignment and uniformity of Wang and
@@ -11,6 +14,11 @@ from __future__ import annotations
 import math
 
 import torch
+
+
+def float32_losses(reference: torch.Tensor) -> torch.autocast:
+    """A context with autocast off on ``reference``'s device: the losses inside run in float32."""
+    return torch.autocast(device_type=reference.device.type, enabled=False)
 
 
 def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:

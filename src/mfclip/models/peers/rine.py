@@ -30,7 +30,7 @@ from mfclip.models.clip_tower import (
     embed_tokens,
     run_block,
 )
-from mfclip.models.peers.losses import supervised_contrastive
+from mfclip.models.peers.losses import float32_losses, supervised_contrastive
 from mfclip.models.registry import register_model_type
 
 
@@ -113,13 +113,14 @@ class RINE(ClipTowerDetector):
         self, output: ModelOutput, labels: torch.Tensor, gather: GatherFn | None = None
     ) -> dict[str, torch.Tensor]:
         """Binary cross-entropy (batch mean or sum) + ξ · SupCon on this process's batch."""
-        assert output.image_features is not None
-        ce = F.cross_entropy(output.logits.float(), labels, reduction=self.config.ce_reduction)
-        contrastive = supervised_contrastive(
-            F.normalize(output.image_features.float(), dim=-1), labels, self.config.temperature
-        )
-        loss = ce + self.config.contrastive_weight * contrastive
-        return {"loss": loss, "ce": ce.detach(), "contrastive": contrastive.detach()}
+        with float32_losses(output.logits):
+            assert output.image_features is not None
+            ce = F.cross_entropy(output.logits.float(), labels, reduction=self.config.ce_reduction)
+            contrastive = supervised_contrastive(
+                F.normalize(output.image_features.float(), dim=-1), labels, self.config.temperature
+            )
+            loss = ce + self.config.contrastive_weight * contrastive
+            return {"loss": loss, "ce": ce.detach(), "contrastive": contrastive.detach()}
 
 
 @register_model_type("rine", RINEConfig)
