@@ -58,10 +58,22 @@ def request_bodies(count: int) -> list[bytes]:
 
 
 def start_server(checkpoint: Path, port: int, batching: bool, args: argparse.Namespace) -> subprocess.Popen:
+    options = ["--batching" if batching else "--no-batching", "--batch-max-size", str(args.batch_max_size)]
+    options += [
+        "--batch-max-wait-ms",
+        str(args.batch_max_wait_ms),
+        "--timeout",
+        "600",
+        "--log-level",
+        "warning",
+    ]
+    return start_serve_process(checkpoint, port, options)
+
+
+def start_serve_process(checkpoint: Path, port: int, options: list[str]) -> subprocess.Popen:
+    """``mfclip serve`` on 127.0.0.1:``port`` (CPU) with ``options``, once ``/healthz`` answers."""
     command = [sys.executable, "-m", "mfclip.cli.main", "serve", "--checkpoint", str(checkpoint)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", "warning"]
-    command += ["--batching" if batching else "--no-batching", "--batch-max-size", str(args.batch_max_size)]
-    command += ["--batch-max-wait-ms", str(args.batch_max_wait_ms), "--timeout", "600"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *options]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

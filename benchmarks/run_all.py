@@ -13,7 +13,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("ops", "inference_overhead", "loading", "synth", "metrics", "jobs", "predict", "serve")
+BENCHMARKS = (
+    "ops",
+    "inference_overhead",
+    "loading",
+    "synth",
+    "metrics",
+    "jobs",
+    "predict",
+    "serve",
+    "serve_abuse",
+)
 
 
 def main() -> int:
