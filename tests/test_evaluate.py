@@ -247,7 +247,9 @@ def test_bad_requests_fail_with_clear_messages(dataset: Path, run_dir: Path, tmp
         build_test_sets(manifest=dataset / "manifest.csv", split="holdout")
     only_train = tmp_path / "train.csv"
     pd.read_csv(dataset / "manifest.csv").query("split == 'train'").to_csv(only_train, index=False)
-    with pytest.raises(EvaluationError, match="no rows with split test"):
+    with pytest.raises(
+        ConfigError, match=r"^split: 'test' does not occur among the rows of .*train\.csv \(present: train\)"
+    ):
         build_test_sets(manifest=only_train, root=dataset)
     with pytest.raises(EvaluationError, match=r"missing\.csv: manifest not found"):
         build_test_sets(manifest=tmp_path / "missing.csv")
@@ -255,12 +257,44 @@ def test_bad_requests_fail_with_clear_messages(dataset: Path, run_dir: Path, tmp
         evaluate(tmp_path / "nothing", manifest=dataset / "manifest.csv")
     bundled = build_test_sets("diff-cross-forgery", manifest=_diff_like(tmp_path), variant="fs")
     assert [t.name for t in bundled] == ["t2i", "i2i", "fs", "fe"]
-    with pytest.raises(EvaluationError, match=r"test set 'i2i' .* selects no fake rows"):
+    with pytest.raises(
+        ConfigError,
+        match=r"protocol 'diff-cross-forgery': test\.i2i\.generators: 'SDXL_Refine', 'LoRA', "
+        r"'DreamBooth', 'FreeDoM_I' do not occur among the fake rows of split test of .*diff10\.csv "
+        r"\(present: CoDiff, DCFace, DiffFace, FreeDoM_T, HPS, Imagic, Midjourney, SDXL, cycle_diff\)$",
+    ):
         build_test_sets(
             "diff-cross-forgery", manifest=_diff_like(tmp_path, drop="LoRA DreamBooth SDXL_Refine FreeDoM_I")
         )
+    # A misspelt name used to select nothing silently, or a set without the generator it names.
+    with pytest.raises(
+        ConfigError, match=r"test\.unseen\.generators: 'GenC' does not occur .* \(present: GenA, GenB\)"
+    ):
+        build_test_sets(_protocol_with(tmp_path, dataset, "unseen: {split: test, generators: [GenB, GenC]}"))
+    with pytest.raises(ConfigError, match=r"test\.seen\.split: Value error, unknown split 'tset'"):
+        build_test_sets(_protocol_with(tmp_path, dataset, "seen: {split: tset, generators: [GenA]}"))
+    with pytest.raises(
+        ConfigError,
+        match=r"test\.seen\.datasets: 'tyo' does not occur .* \(present: toy\); did you mean 'toy'\?$",
+    ):
+        build_test_sets(_protocol_with(tmp_path, dataset, "seen: {split: test, datasets: [tyo]}"))
+    # A test set whose filters leave it no fakes has no AUC: refused before scoring.
+    with pytest.raises(EvaluationError, match=r"test set 'seen' .* selects no fake rows"):
+        build_test_sets(
+            _protocol_with(
+                tmp_path, dataset, "seen: {split: test, generators: [GenA], exclude_generators: [GenA]}"
+            )
+        )
     with pytest.raises(EvaluationError, match="reads 3 manifests"):
         build_test_sets("cross-dataset", manifest=dataset / "manifest.csv")
+
+
+def _protocol_with(tmp_path: Path, dataset: Path, test_set: str) -> Path:
+    path = tmp_path / "protocol.yaml"
+    path.write_text(
+        f"name: toy\nmanifest: {dataset / 'manifest.csv'}\ntest:\n  {test_set}\n", encoding="utf-8"
+    )
+    return path
 
 
 def _diff_like(tmp_path: Path, drop: str = "") -> Path:

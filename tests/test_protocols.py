@@ -241,3 +241,64 @@ def test_robustness_lists_the_graded_degradations() -> None:
 def test_unknown_variant_names_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"no variant 'x2i'.*fe.*fs.*i2i.*t2i"):
         load_protocol("diff-cross-forgery").variant("x2i")
+
+
+def test_every_name_a_selector_uses_must_occur_in_the_rows_it_filters() -> None:
+    """A misspelt or absent name is an error naming the protocol key and the names that do occur
+    (it used to select nothing, silently)."""
+    from mfclip.engine.protocol import RowSelector
+
+    manifest = ffpp_manifest()
+    manifest.attrs["source"] = "ffpp.csv"
+
+    def refused(selector: dict, key: str = "test.x") -> str:
+        with pytest.raises(ConfigError) as caught:
+            RowSelector.from_dict(selector).select(manifest, key=key, where="protocol 'p'")
+        return str(caught.value)
+
+    message = refused({"split": "test", "generators": ["Deepfakes", "FaceSwpa"]})
+    assert message == (
+        "protocol 'p': test.x.generators: 'FaceSwpa' does not occur among the fake rows of split test of "
+        "ffpp.csv (present: Deepfakes, Face2Face, FaceSwap); did you mean 'FaceSwap'?"
+    )
+    assert "test.x.exclude_generators: 'Face2Fcae'" in refused({"exclude_generators": ["Face2Fcae"]})
+    assert "test.x.forgery_types: 'face_swop'" in refused({"forgery_types": ["face_swop"]})
+    assert "test.x.families: 'gan' does not occur among the fake rows of any split" in refused(
+        {"families": ["gan"]}
+    )
+    assert "train.datasets: 'ff++'" in refused({"split": "train", "datasets": ["ff++"]}, key="train")
+    assert "test.x.real_datasets: 'celeba' does not occur among the real rows" in refused(
+        {"real_datasets": ["celeba"]}
+    )
+    only_train = manifest[manifest["split"] == "train"].copy()
+    only_train.attrs["source"] = "train.csv"
+    with pytest.raises(
+        ConfigError,
+        match=r"^val\.split: 'val' does not occur among the rows of train\.csv \(present: train\)$",
+    ):
+        RowSelector(split=["val"]).select(only_train, key="val")
+    # Names that occur, but not together: the selection is empty.
+    with pytest.raises(
+        ConfigError, match=r"test\.x \(split=\['test'\], generators=\['Deepfakes'\], .*selects no rows"
+    ):
+        RowSelector.from_dict(
+            {
+                "split": "test",
+                "generators": ["Deepfakes"],
+                "exclude_generators": ["Deepfakes"],
+                "include_real": False,
+            }
+        ).select(manifest, key="test.x")
+
+
+def test_protocol_select_names_the_protocol_and_part() -> None:
+    protocol = load_protocol("diff-leave-generator-out").variant("fs-DCFace")
+    manifest = diff_manifest()
+    assert _fakes(protocol.select("test.unseen", manifest)) == {"DCFace"}
+    without = manifest[manifest["generator"] != "DiffFace"]
+    with pytest.raises(
+        ConfigError, match=r"^protocol 'diff-leave-generator-out-fs-DCFace': train\.generators: 'DiffFace'"
+    ):
+        protocol.select("train", without)
+    with pytest.raises(ConfigError, match=r"has no 'test\.nope' selector"):
+        protocol.select("test.nope", manifest)

@@ -206,6 +206,13 @@ def _protocol(toy: Path, name: str, body: dict) -> str:
 
 
 def test_protocol_validation(toy: Path) -> None:
+    misspelt = _protocol(
+        toy, "misspelt", {"train": {"split": "train", "generators": ["SDLX"]}, "val": {"split": "val"}}
+    )
+    with pytest.raises(
+        ConfigError, match=r"protocol 'misspelt': train\.generators: 'SDLX' does not occur.*SDXL"
+    ):
+        resolve_rows(DataSection(protocol=misspelt))
     leaky = _protocol(toy, "leaky", {"train": {"split": "train"}, "val": {"split": ["train", "val"]}})
     with pytest.raises(ConfigError, match="both the train and the val rows"):
         resolve_rows(DataSection(protocol=leaky))

@@ -30,7 +30,7 @@ from mfclip.data.manifest import load_manifest
 from mfclip.data.sampling import balanced_weights
 from mfclip.data.transforms import TransformConfig
 from mfclip.engine.config import DataSection
-from mfclip.engine.protocol import Protocol, load_protocol
+from mfclip.engine.protocol import Protocol, RowSelector, load_protocol
 from mfclip.utils.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -95,11 +95,11 @@ def resolve_rows(data: DataSection) -> TrainingRows:
             )
         manifest = Path(data.manifest)
         df = _load(manifest, data)
-        train = df[df["split"].astype(str) == "train"]
-        val = df[df["split"].astype(str) == "val"]
+        where = f"manifest {manifest}"
+        train = RowSelector(split=["train"]).select(df, where=where)
+        val = RowSelector(split=["val"]).select(df, where=where)
         root = _root(manifest, data)
         rows = TrainingRows(train, val, root, root, manifest, manifest)
-        where = f"manifest {manifest}"
     else:
         if protocol.train is None or protocol.val is None:
             missing = "train" if protocol.train is None else "val"
@@ -108,8 +108,8 @@ def resolve_rows(data: DataSection) -> TrainingRows:
         loaded: dict[str, pd.DataFrame] = {}
         for key in {protocol.train.manifest, protocol.val.manifest}:
             loaded[key] = _load(paths[key], data)
-        train = protocol.train.select(loaded[protocol.train.manifest])
-        val = protocol.val.select(loaded[protocol.val.manifest])
+        train = protocol.select("train", loaded[protocol.train.manifest])
+        val = protocol.select("val", loaded[protocol.val.manifest])
         train_path, val_path = paths[protocol.train.manifest], paths[protocol.val.manifest]
         rows = TrainingRows(
             train,

@@ -154,14 +154,12 @@ def build_test_sets(
             path = (
                 Path(manifest) if manifest is not None else proto.manifest_path(selector.manifest, data_dir)
             )
-            selected = selector.select(rows_of(path))
-            # A test set without its fakes is almost always a generator or split name that the manifest
-            # spells differently; its AUC would be undefined, so say so now.
-            if selected.empty or (selector.include_fake and not (selected["label"] == 1).any()):
-                what = "rows" if selected.empty else "fake rows"
+            selected = proto.select(f"test.{name}", rows_of(path))
+            # Its AUC would be undefined: say so now rather than after scoring.
+            if selector.include_fake and not (selected["label"] == 1).any():
                 raise EvaluationError(
-                    f"test set {name!r} of protocol {proto.name!r} selects no {what} of {path} "
-                    f"({_describe_selector(selector)}); check the manifest's split and generator names"
+                    f"test set {name!r} of protocol {proto.name!r} selects no fake rows of {path} "
+                    f"({selector.describe()})"
                 )
             sets.append(TestSet(name, selected, root_of(path), path))
     else:
@@ -172,17 +170,10 @@ def build_test_sets(
             {"split": None if "all" in splits else splits}, source=f"--split {' '.join(splits)}"
         )
         selected = selector.select(rows_of(path))
-        if selected.empty:
-            raise EvaluationError(f"{path}: no rows with split {', '.join(splits)}")
         name = "all" if "all" in splits else "_".join(splits)  # "+" marks degraded copies
         sets.append(TestSet(name, selected, root_of(path), path))
     perturbations = resolve_perturbations(perturb, available)
     return [s for clean in sets for s in (clean, *(clean.perturbed(p) for p in perturbations))]
-
-
-def _describe_selector(selector: RowSelector) -> str:
-    parts = [f"{k}={v}" for k, v in selector.to_dict().items() if v not in (None, [], True, "default")]
-    return ", ".join(parts) or "all rows"
 
 
 # ---------------------------------------------------------------------------------------------------

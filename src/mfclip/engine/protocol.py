@@ -27,7 +27,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from mfclip.utils.config import ConfigError, StrictConfig, deep_merge, load_yaml
+from mfclip.utils.config import ConfigError, StrictConfig, closest, deep_merge, load_yaml
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "configs" / "protocols"
 SPLITS = ("train", "val", "test")
@@ -79,29 +79,93 @@ class RowSelector(StrictConfig):
                 raise ValueError(f"unknown split {split!r}; valid: {list(SPLITS)}")
         return value
 
-    def select(self, df: pd.DataFrame) -> pd.DataFrame:
-        """The selected rows of ``df`` (a manifest), in manifest order."""
-        base = pd.Series(True, index=df.index)
-        if self.split is not None:
-            base &= df["split"].astype(str).isin(self.split)
+    def select(self, df: pd.DataFrame, key: str | None = None, where: str | None = None) -> pd.DataFrame:
+        """The selected rows of ``df`` (a manifest), in manifest order; strict about every name.
+
+        Each value a filter names must occur in the rows it filters: ``split`` in the manifest, forgery
+        types, families and generators among the fakes of the selected splits, ``datasets`` among the
+        rows it keeps, ``real_datasets`` among the reals; and the selection must not be empty.
+        Otherwise :class:`~mfclip.utils.config.ConfigError` names the filter as ``{where}:
+        {key}.{filter}`` (e.g. ``protocol 'toy': test.unseen.generators``), the values that are missing
+        and those that occur.
+        """
+        manifest = df.attrs.get("source", "the manifest")
+        prefix = f"{where}: " if where else ""
+        name = f"{key}." if key else ""
+
+        def column(field: str) -> pd.Series:
+            return df[field].astype(str) if field in df.columns else pd.Series("", index=df.index)
+
+        def require(field: str, wanted: list[str] | None, values: pd.Series, scope: str) -> None:
+            if wanted is None:
+                return
+            present = set(values.unique().tolist())
+            missing = [value for value in wanted if value not in present]
+            if not missing:
+                return
+            shown = sorted(v for v in present if v)
+            listing = ", ".join(shown[:30]) + (f" and {len(shown) - 30} more" if len(shown) > 30 else "")
+            hint = closest(missing[0], shown) if len(missing) == 1 else None
+            suggestion = f"; did you mean {hint!r}?" if hint else ""
+            raise ConfigError(
+                f"{prefix}{name}{field}: {', '.join(map(repr, missing))} "
+                f"{'does' if len(missing) == 1 else 'do'} not occur among {scope} of {manifest} "
+                f"(present: {listing or 'none'}){suggestion}"
+            )
+
+        splits = column("split")
+        require("split", self.split, splits, "the rows")
+        base = splits.isin(self.split) if self.split is not None else pd.Series(True, index=df.index)
+        within = f"split {', '.join(self.split)}" if self.split is not None else "any split"
         labels = df["label"].astype(int)
-        fake = base & (labels == 1)
+        fake, real = base & (labels == 1), base & (labels == 0)
+        for field, manifest_column in (
+            ("forgery_types", "forgery_type"),
+            ("families", "family"),
+            ("generators", "generator"),
+            ("exclude_generators", "generator"),
+        ):
+            require(field, getattr(self, field), column(manifest_column)[fake], f"the fake rows of {within}")
+        datasets = column("dataset")
+        kept = (fake if self.include_fake else False) | (
+            real if self.include_real and self.real_datasets is None else False
+        )
+        require("datasets", self.datasets, datasets[kept], f"the rows of {within}")
+        if self.include_real:
+            require("real_datasets", self.real_datasets, datasets[real], f"the real rows of {within}")
+
         if self.datasets is not None:
-            fake &= df["dataset"].astype(str).isin(self.datasets)
-        if self.forgery_types is not None:
-            fake &= df["forgery_type"].astype(str).isin(self.forgery_types)
-        if self.families is not None:
-            fake &= df["family"].astype(str).isin(self.families)
-        if self.generators is not None:
-            fake &= df["generator"].astype(str).isin(self.generators)
+            fake &= datasets.isin(self.datasets)
+        for field, manifest_column in (
+            ("forgery_types", "forgery_type"),
+            ("families", "family"),
+            ("generators", "generator"),
+        ):
+            wanted = getattr(self, field)
+            if wanted is not None:
+                fake &= column(manifest_column).isin(wanted)
         if self.exclude_generators is not None:
-            fake &= ~df["generator"].astype(str).isin(self.exclude_generators)
-        real = base & (labels == 0)
+            fake &= ~column("generator").isin(self.exclude_generators)
         real_datasets = self.real_datasets if self.real_datasets is not None else self.datasets
         if real_datasets is not None:
-            real &= df["dataset"].astype(str).isin(real_datasets)
+            real &= datasets.isin(real_datasets)
         mask = (fake & self.include_fake) | (real & self.include_real)
-        return df[mask]
+        selected = df[mask]
+        if selected.empty:
+            raise ConfigError(
+                f"{prefix}{key or 'the selection'} ({self.describe()}) selects no rows of {manifest}: "
+                "each filter matches rows, but not together"
+            )
+        return selected
+
+    def describe(self) -> str:
+        """The filters that are set, as ``split=['test'], generators=['SDXL']``."""
+        parts = [
+            f"{field}={value}"
+            for field, value in self.to_dict().items()
+            if value not in (None, [], True, "default")
+        ]
+        return ", ".join(parts) or "all rows"
 
 
 class Perturbation(StrictConfig):
@@ -166,6 +230,16 @@ class Protocol(StrictConfig):
         result = Protocol.from_dict(data, source=f"{self.source or self.name} variant {name}")
         result.source = self.source
         return result
+
+    def select(self, part: str, df: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``df`` that ``part`` selects: ``"train"``, ``"val"`` or ``"test.<name>"``
+        (see :meth:`RowSelector.select`; errors name the protocol and the key)."""
+        selector = {"train": self.train, "val": self.val}.get(part)
+        if part.startswith("test."):
+            selector = self.test.get(part.removeprefix("test."))
+        if selector is None:
+            raise ConfigError(f"protocol {self.name!r} has no {part!r} selector")
+        return selector.select(df, key=part, where=f"protocol {self.name!r}")
 
     def variant_names(self) -> list[str | None]:
         return list(self.variants) if self.variants else [None]
