@@ -15,8 +15,8 @@ from mfclip.data.manifest import (
     ManifestError,
     assign_splits,
     load_manifest,
+    parse_label,
     read_manifest,
-    select_rows,
     summarize_manifest,
     validate_manifest,
     write_manifest,
@@ -223,29 +223,17 @@ def test_load_manifest_root_defaults_to_manifest_folder(tree) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# select_rows, assign_splits, summary
+# labels, assign_splits, summary
 
 
-def test_select_rows_protocol_examples(tree) -> None:
-    _, df = tree
-    train = select_rows(df, split="train", forgery_type=["face_swap"])
-    assert train.index.tolist() == [0, 3]  # the train real + the face-swap fake, row numbers kept
-    only_fakes = select_rows(df, split=["train", "val"], generator="SDXL", include_real=False)
-    assert only_fakes.index.tolist() == [2]
-    held_out = select_rows(df, dataset="toy", exclude_generator=["SDXL"])
-    assert held_out.index.tolist() == [0, 1, 3, 5]
-    by_subset = select_rows(df.assign(subset=["", "", "t2i", "fs", "", ""]), fake_where={"subset": "t2i"})
-    assert by_subset.index.tolist() == [0, 1, 2]
-    assert select_rows(df, where={"dataset": "other"}).index.tolist() == [4]
+def test_one_label_parser_for_manifests_importers_and_preprocess() -> None:
+    import numpy as np
 
-
-def test_select_rows_strict_catches_typos(tree) -> None:
-    _, df = tree
-    with pytest.raises(ManifestError, match=r"generator 'SDXL2' does not occur.*did you mean 'SDXL'"):
-        select_rows(df, generator=["SDXL2"])
-    with pytest.raises(ManifestError, match="no column 'subset'"):
-        select_rows(df, fake_where={"subset": "t2i"})
-    assert select_rows(df, generator=["SDXL2"], strict=False).index.tolist() == [0, 1]
+    for value in (1, np.int64(1), 1.0, "1", " 1 ", "1.0"):
+        assert parse_label(value) == 1, value
+    for value in (True, 2, 0.5, "", "yes", "fake", None):
+        assert parse_label(value) is None, value
+    assert [parse_label(v, names=True) for v in ("real", "FAKE", " Fake ", "0", "true")] == [0, 1, 1, 0, None]
 
 
 def test_assign_splits_keeps_groups_together_and_is_stable() -> None:

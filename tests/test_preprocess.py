@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from mfclip.face import FaceBox, FaceDetector, PreprocessConfig, PreprocessError, preprocess
-from mfclip.face.pipeline import MANIFEST_COLUMNS, Source, process_source
+from mfclip.face.pipeline import FACE_MANIFEST_COLUMNS, Source, process_source
 from mfclip.utils.jobs import JobLock, JobLockedError, SettingsChangedError
 
 SIZE = 48
@@ -85,7 +85,7 @@ def test_images_and_videos_to_crops_manifest_and_skipped(tree: Path, tmp_path: P
     assert (result.no_face, result.unreadable, result.failed, result.folders) == (2, 2, 0, 1)
 
     rows = read_csv(out / "manifest.csv")
-    assert list(rows[0]) == list(MANIFEST_COLUMNS)
+    assert list(rows[0]) == list(FACE_MANIFEST_COLUMNS)
     by_source = {}
     for row in rows:
         by_source.setdefault(Path(row["source"]).name, []).append(row)

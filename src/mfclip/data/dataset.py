@@ -32,7 +32,7 @@ from mfclip.data.manifest import (
     REQUIRED_COLUMNS,
     ManifestError,
     _as_text,
-    _label_values,
+    label_values,
     path_problem,
     spreadsheet_row,
 )
@@ -160,7 +160,7 @@ class ManifestDataset(Dataset):
 
     Args:
         df: manifest rows (e.g. from :func:`~mfclip.data.manifest.load_manifest` and
-            :func:`~mfclip.data.manifest.select_rows`); its index is reported as ``index``.
+            :meth:`mfclip.engine.protocol.RowSelector.select`); its index is reported as ``index``.
         root: directory the manifest paths are relative to.
         image_size: the model's input size ``S``.
         transform: resize and augmentation settings; augmentation runs only when ``train``.
@@ -195,7 +195,7 @@ class ManifestDataset(Dataset):
         paths = df["path"].map(_as_text).tolist()
         rows = np.asarray(df.index, dtype=np.int64)
         self._check_rows(df, paths, rows)
-        self.labels = _label_values(df["label"]).to_numpy(dtype=np.int64)
+        self.labels = label_values(df["label"]).to_numpy(dtype=np.int64)
         self.indices = rows
         self.generators = (
             df["generator"].map(_as_text).to_numpy(dtype=object)
@@ -225,7 +225,7 @@ class ManifestDataset(Dataset):
             problem = path_problem(path)
             if problem:
                 raise ManifestError(f"row {spreadsheet_row(row)}, column 'path': {problem}")
-        labels = _label_values(df["label"])
+        labels = label_values(df["label"])
         if labels.isna().any():
             bad = int(np.flatnonzero(labels.isna().to_numpy())[0])
             value = df["label"].iloc[bad]

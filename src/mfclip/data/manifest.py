@@ -25,7 +25,7 @@ import os
 import posixpath
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -42,10 +42,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("path", "label", "split", "dataset", "forgery_type", "family", "generator", "video_id")
-REQUIRED_COLUMNS = ("path", "label", "split")
+#: Free-text columns describing a row (empty: unknown).
 DESCRIPTIVE_COLUMNS = ("dataset", "forgery_type", "family", "generator", "video_id")
+#: The columns after ``path``: what a row says about its image.
+LABEL_COLUMNS = ("label", "split", *DESCRIPTIVE_COLUMNS)
+MANIFEST_COLUMNS = ("path", *LABEL_COLUMNS)
+REQUIRED_COLUMNS = ("path", "label", "split")
 SPLITS = ("train", "val", "test")
+#: Label names accepted where people type labels (importer metadata, ``mfclip preprocess --label``).
+LABEL_NAMES = {"real": 0, "fake": 1}
 MANIFEST_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
 _WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -181,8 +186,9 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def _parse_label(value: Any) -> int | None:
-    """0 or 1 from an int, an integral float or a text "0"/"1"; None for anything else."""
+def parse_label(value: Any, names: bool = False) -> int | None:
+    """0 or 1 from an int, an integral float or the text "0"/"1" (also "0.0"/"1.0"); with ``names`` also
+    "real"/"fake" in any case (:data:`LABEL_NAMES`). None for anything else, booleans included."""
     if isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, (int, np.integer)):
@@ -195,20 +201,22 @@ def _parse_label(value: Any) -> int | None:
             return int(text)
         if text in ("0.0", "1.0"):
             return int(float(text))
+        if names:
+            return LABEL_NAMES.get(text.lower())
     return None
 
 
-def _label_values(series: pd.Series) -> pd.Series:
+def label_values(series: pd.Series) -> pd.Series:
     """Labels parsed to 0/1 (int64), or with None where a value is not a valid label (object)."""
     if series.dtype.kind in "iu" and series.isin([0, 1]).all():
         return series.astype("int64")
-    return series.map(_parse_label)
+    return series.map(parse_label)
 
 
 def _coerce_labels(series: pd.Series) -> pd.Series:
     if series.dtype.kind in "iu" and series.isin([0, 1]).all():
         return series.astype("int64")
-    parsed = series.map(_parse_label)
+    parsed = series.map(parse_label)
     if parsed.notna().all():
         return parsed.astype("int64")
     return series.map(_as_text) if series.dtype.kind not in "iuf" else series
@@ -417,7 +425,7 @@ def validate_manifest(
             try:
                 parsed = cache[value]
             except (KeyError, TypeError):
-                parsed = _parse_label(value)
+                parsed = parse_label(value)
                 with contextlib.suppress(TypeError):
                     cache[value] = parsed
             labels.append(parsed)
@@ -564,7 +572,7 @@ def load_manifest(
             raise ManifestError(f"{path}: every row has a problem; nothing left after dropping them")
     for warning in report.warnings[:5]:
         logger.info("%s: %s", path, warning)
-    df["label"] = _label_values(df["label"]).astype("int64")
+    df["label"] = label_values(df["label"]).astype("int64")
     df.attrs["source"] = str(path)
     df.attrs["root"] = str(root_path)
     df.attrs["dropped_rows"] = len(dropped)
@@ -572,81 +580,7 @@ def load_manifest(
 
 
 # --------------------------------------------------------------------------------------------------
-# Selection, splits, summaries
-
-Values = str | Iterable[str] | None
-
-
-def _as_set(value: Values) -> set[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return {value}
-    return {str(v) for v in value}
-
-
-def _match(df: pd.DataFrame, column: str, wanted: set[str], strict: bool, scope: pd.Series) -> pd.Series:
-    if column not in df.columns:
-        raise ManifestError(f"select_rows: the manifest has no column {column!r}")
-    values = df[column].map(_as_text)
-    if strict:
-        present = set(values[scope].tolist())
-        missing = sorted(wanted - present)
-        if missing:
-            hint = closest(missing[0], present)
-            suggestion = f"; did you mean {hint!r}?" if hint else ""
-            shown = ", ".join(sorted(v for v in present if v)[:20]) or "(none)"
-            raise ManifestError(
-                f"select_rows: {column} {missing[0]!r} does not occur in the manifest{suggestion} "
-                f"(values present: {shown})"
-            )
-    return values.isin(wanted)
-
-
-def select_rows(
-    df: pd.DataFrame,
-    split: Values = None,
-    dataset: Values = None,
-    forgery_type: Values = None,
-    family: Values = None,
-    generator: Values = None,
-    include_real: bool = True,
-    exclude_generator: Values = None,
-    where: Mapping[str, Values] | None = None,
-    fake_where: Mapping[str, Values] | None = None,
-    strict: bool = True,
-) -> pd.DataFrame:
-    """Rows matching the filters, keeping the manifest row numbers as the index.
-
-    Each filter takes one value or a list (None: any). ``split``, ``dataset`` and ``where`` (column →
-    values) apply to every row. ``forgery_type``, ``family``, ``generator``, ``exclude_generator`` and
-    ``fake_where`` choose among the fake rows; real rows are kept when ``include_real`` (they have no
-    forgery labels). E.g. "split=train, forgery_type in [entire_synthesis] plus reals" is
-    ``select_rows(df, split="train", forgery_type=["entire_synthesis"])``.
-    With ``strict`` a filter value that never occurs in the manifest raises, so a misspelt protocol is
-    caught instead of silently selecting nothing.
-    """
-    everything = pd.Series(True, index=df.index)
-    keep = everything.copy()
-    for column, value in (("split", split), ("dataset", dataset), *((where or {}).items())):
-        wanted = _as_set(value)
-        if wanted is not None:
-            keep &= _match(df, column, wanted, strict, everything)
-    labels = _label_values(df["label"])
-    fake = labels == 1
-    real = labels == 0
-    fake_keep = fake.copy()
-    fake_filters = [("forgery_type", forgery_type), ("family", family), ("generator", generator)]
-    fake_filters += list((fake_where or {}).items())
-    for column, value in fake_filters:
-        wanted = _as_set(value)
-        if wanted is not None:
-            fake_keep &= _match(df, column, wanted, strict, fake)
-    excluded = _as_set(exclude_generator)
-    if excluded is not None:
-        fake_keep &= ~_match(df, "generator", excluded, strict, fake)
-    rows = keep & (fake_keep | (real if include_real else False))
-    return df[rows]
+# Splits and summaries
 
 
 def assign_splits(
@@ -694,7 +628,7 @@ def assign_splits(
 
 def summarize_manifest(df: pd.DataFrame) -> dict[str, Any]:
     """Counts by split × label, dataset, forgery type, family and generator (fakes), and video count."""
-    labels = _label_values(df["label"])
+    labels = label_values(df["label"])
     names = labels.map({0: "real", 1: "fake"}).fillna("invalid")
     table = df.assign(_class=names)
 
@@ -721,8 +655,3 @@ def summarize_manifest(df: pd.DataFrame) -> dict[str, Any]:
         "family": counts("family", fakes_only=True),
         "generator": counts("generator", fakes_only=True),
     }
-
-
-def resolve_path(root: str | Path, path: str) -> Path:
-    """The file a manifest path names under ``root``."""
-    return Path(root) / path

@@ -12,7 +12,6 @@ resumes interrupted ones, and skips evaluations already written.
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from mfclip.engine import runinfo
 from mfclip.engine.config import bundled_experiment, list_experiments
 from mfclip.utils.config import ConfigError, closest
 from mfclip.utils.io import atomic_write_json, atomic_write_text
@@ -134,20 +134,18 @@ def _training_fingerprint(config: Any) -> dict[str, Any]:
 
 
 def _finished(run_dir: Path) -> bool:
-    summary = run_dir / "train_summary.json"
-    if not summary.is_file() or not (run_dir / "best" / "config.json").is_file():
-        return False
-    try:
-        return json.loads(summary.read_text(encoding="utf-8")).get("status") == "completed"
-    except (OSError, json.JSONDecodeError):
-        return False
+    from mfclip.models.checkpoint import is_checkpoint_dir
+
+    summary = runinfo.read_summary(run_dir)
+    completed = summary is not None and summary.get("status") == "completed"
+    return completed and is_checkpoint_dir(run_dir / runinfo.BEST_DIR)
 
 
 def _check_same_config(run_dir: Path, config: Any) -> None:
     """Refuse to reuse a run trained with other settings (its results would be mislabelled)."""
     from mfclip.engine.config import load_train_config
 
-    recorded_path = run_dir / "config.yaml"
+    recorded_path = run_dir / runinfo.CONFIG_FILE
     if not recorded_path.is_file():
         return
     recorded = _training_fingerprint(load_train_config(recorded_path))
@@ -191,9 +189,9 @@ def _train_one(
     _check_same_config(run_dir, config)
     label = run_dir.name
     if _finished(run_dir):
-        summary = json.loads((run_dir / "train_summary.json").read_text(encoding="utf-8"))
+        summary = runinfo.read_summary(run_dir) or {}
         return CompareRun(label, entry, variant, run_dir, "reused", summary.get("best_val_auc"))
-    resume = run_dir if (run_dir / "checkpoints" / "last.ckpt").is_file() else None
+    resume = run_dir if (run_dir / runinfo.CHECKPOINT_DIR / runinfo.LAST_CHECKPOINT).is_file() else None
     result = train(config, resume=resume)
     status = "resumed" if resume is not None else "trained"
     if result.best_checkpoint_dir is None:
@@ -264,13 +262,13 @@ def compare(
             logger.info("compare: %s", run_dir.name)
             run = _train_one(entry, name, run_dir, data, overrides)
             evaluation = evaluate(
-                run_dir / "best",
+                run_dir / runinfo.BEST_DIR,
                 protocol=protocol,
                 manifest=manifest,
                 variant=name,
                 data_dir=data_dir,
                 root=root,
-                out_dir=run_dir / "eval",
+                out_dir=run_dir / runinfo.EVAL_DIR,
                 batch_size=batch_size,
                 device=device,
                 workers=workers,

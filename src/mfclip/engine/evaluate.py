@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mfclip.data.manifest import DESCRIPTIVE_COLUMNS
+from mfclip.engine import runinfo
 from mfclip.engine.protocol import Perturbation, Protocol, RowSelector, load_protocol
 from mfclip.engine.robustness import perturbed_name, resolve_perturbations, robustness_table
 from mfclip.metrics import (
@@ -35,7 +37,7 @@ from mfclip.metrics import (
     write_evaluation,
     write_run_report,
 )
-from mfclip.metrics.report import read_metrics
+from mfclip.metrics.report import METRICS_FILE, PREDICTIONS_FILES, read_metrics
 from mfclip.utils.config import ConfigError, closest
 from mfclip.utils.io import atomic_write_json, atomic_write_text
 from mfclip.utils.jobs import AppendLog, CsvRows, JobError, JobLock, SettingsStamp, setting_changes
@@ -47,8 +49,11 @@ PARTIAL_DIR = ".partial"
 SCORES_LOG = "scores.csv"  # in PARTIAL_DIR: one record per scored row
 SCORES_STAMP = "settings.json"  # in PARTIAL_DIR: what the logged scores were made with
 LOCK_NAME = ".lock"
+PREDICTIONS_FILE = PREDICTIONS_FILES[0]  # evaluate writes parquet
+UNREADABLE_FILE = "unreadable.csv"
+EVALUATION_FILE = "evaluation.json"
 # Manifest columns copied into predictions (after path, label, p_fake), when the manifest has them.
-PREDICTION_COLUMNS = ("split", "dataset", "forgery_type", "family", "generator", "video_id")
+PREDICTION_COLUMNS = ("split", *DESCRIPTIVE_COLUMNS)
 
 
 class EvaluationError(ValueError):
@@ -182,32 +187,31 @@ def build_test_sets(
 
 
 def default_eval_dir(checkpoint: str | Path) -> Path:
-    """``RUN/eval`` for a run's checkpoint (``RUN/best``, ``RUN/last`` or ``RUN/checkpoints/*.ckpt``),
-    else ``<checkpoint>-eval`` beside it."""
+    """``RUN/eval`` for a run's checkpoint (``RUN/best`` or ``RUN/checkpoints/*.ckpt``), else
+    ``<checkpoint>-eval`` beside it."""
     path = Path(checkpoint)
-    if path.is_file() and path.parent.name == "checkpoints":
-        return path.parent.parent / "eval"
-    if path.name in ("best", "last") and _is_run_dir(path.parent):
-        return path.parent / "eval"
+    if path.is_file() and path.parent.name == runinfo.CHECKPOINT_DIR:
+        return path.parent.parent / runinfo.EVAL_DIR
+    if path.name == runinfo.BEST_DIR and runinfo.is_run_dir(path.parent):
+        return path.parent / runinfo.EVAL_DIR
     return path.with_name(f"{path.name}-eval")
-
-
-def _is_run_dir(path: Path) -> bool:
-    return any((path / name).exists() for name in ("config.yaml", "train_summary.json", "checkpoints"))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint ``path`` names: itself, or ``RUN/best`` for a training run directory ``RUN``."""
+    from mfclip.models.checkpoint import CONFIG_NAME
+
     path = Path(path)
     if not path.exists():
         raise EvaluationError(f"{path}: no such checkpoint")
-    if not path.is_dir() or (path / "config.json").is_file() or not _is_run_dir(path):
+    if not path.is_dir() or (path / CONFIG_NAME).is_file() or not runinfo.is_run_dir(path):
         return path
-    best = path / "best"
+    best = path / runinfo.BEST_DIR
     if not best.is_dir():
+        last = path / runinfo.CHECKPOINT_DIR / runinfo.LAST_CHECKPOINT
         raise EvaluationError(
-            f"{path}: this training run has no best/ model yet (it never validated); pass a Lightning "
-            f"checkpoint instead, e.g. --checkpoint {path / 'checkpoints' / 'last.ckpt'}"
+            f"{path}: this training run has no {runinfo.BEST_DIR}/ model yet (it never validated); pass a "
+            f"Lightning checkpoint instead, e.g. --checkpoint {last}"
         )
     logger.info("%s is a training run: evaluating its best model %s", path, best)
     return best
@@ -507,14 +511,14 @@ def evaluate(
             state = _read_state(directory)
             if state is not None and setting_changes(state.get("scoring", {}), scoring) == []:
                 if setting_changes(state.get("metrics", {}), metric_settings) == []:
-                    result.metrics[test_set.name] = read_metrics(directory / "metrics.json")
+                    result.metrics[test_set.name] = read_metrics(directory / METRICS_FILE)
                     result.resumed.append(test_set.name)
                     continue
                 # Same predictions, other metric settings: recompute the metrics only.
                 from mfclip.metrics import load_predictions
 
-                predictions = load_predictions(directory / "predictions.parquet")
-                unreadable_path = directory / "unreadable.csv"
+                predictions = load_predictions(directory / PREDICTIONS_FILE)
+                unreadable_path = directory / UNREADABLE_FILE
                 unreadable = pd.read_csv(unreadable_path) if unreadable_path.is_file() else None
                 result.metrics[test_set.name] = _write_test_set(
                     directory,
@@ -545,7 +549,7 @@ def evaluate(
             atomic_write_text(path, robustness_table(result.metrics, perturbations))
             result.files["robustness"] = path
         atomic_write_json(
-            out / "evaluation.json",
+            out / EVALUATION_FILE,
             {
                 "checkpoint": str(checkpoint_dir),
                 "checkpoint_fingerprint": fingerprint,
@@ -595,7 +599,7 @@ def _write_test_set(
         metrics["perturbation"] = test_set.perturbation.to_dict()
     if unreadable is not None:
         metrics["unreadable"] = len(unreadable)
-        unreadable_path = directory / "unreadable.csv"
+        unreadable_path = directory / UNREADABLE_FILE
         if len(unreadable):
             directory.mkdir(parents=True, exist_ok=True)
             atomic_write_text(unreadable_path, unreadable.to_csv(index=False))
@@ -618,7 +622,7 @@ def _write_test_set(
         plots=plots,
     )
     stamp.write({"scoring": scoring, "metrics": metric_settings})
-    return read_metrics(directory / "metrics.json")
+    return read_metrics(directory / METRICS_FILE)
 
 
 def _state_stamp(directory: Path) -> SettingsStamp:
@@ -627,7 +631,7 @@ def _state_stamp(directory: Path) -> SettingsStamp:
 
 
 def _read_state(directory: Path) -> dict[str, Any] | None:
-    if not (directory / "metrics.json").is_file() or not (directory / "predictions.parquet").is_file():
+    if not (directory / METRICS_FILE).is_file() or not (directory / PREDICTIONS_FILE).is_file():
         return None
     try:
         return _state_stamp(directory).read()
@@ -691,9 +695,9 @@ def training_data(checkpoint: str | Path) -> dict[str, Any]:
     ``config.yaml`` (empty when the checkpoint is not inside a run directory)."""
     from mfclip.engine.config import load_train_config
 
-    run = default_eval_dir(checkpoint).parent
-    config_path = run / "config.yaml"
-    if default_eval_dir(checkpoint).name != "eval" or not config_path.is_file():
+    eval_dir = default_eval_dir(checkpoint)
+    config_path = eval_dir.parent / runinfo.CONFIG_FILE
+    if eval_dir.name != runinfo.EVAL_DIR or not config_path.is_file():
         return {}
     data = load_train_config(config_path).data
     return {

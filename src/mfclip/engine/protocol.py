@@ -27,10 +27,10 @@ from typing import Literal
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
+from mfclip.data.manifest import SPLITS
 from mfclip.utils.config import ConfigError, StrictConfig, closest, deep_merge, load_yaml
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "configs" / "protocols"
-SPLITS = ("train", "val", "test")
 
 
 def _as_list(value: str | list[str] | None) -> list[str] | None:

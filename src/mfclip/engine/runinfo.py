@@ -10,6 +10,9 @@
       best/                mfclip checkpoint directory of the best-val-AUC model
       logs/                tensorboard/ and csv/
       train_summary.json   status, best val AUC, steps, epochs, timing
+      eval/                what ``mfclip eval RUN`` writes (``docs/evaluation.md``)
+
+Every part of mfclip that reads or writes these names imports them from here.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mfclip.metrics.report import (
+    EVAL_DIR as EVAL_DIR,
+)  # RUN/eval; metrics reads it too, so it is defined there
 from mfclip.utils.io import atomic_write_json, atomic_write_text
 
 CONFIG_FILE = "config.yaml"
@@ -36,6 +42,8 @@ LAST_CHECKPOINT = "last.ckpt"
 BEST_CHECKPOINT = "best.ckpt"
 BEST_DIR = "best"
 LOG_DIR = "logs"
+#: Any of these marks a folder as a training run directory.
+RUN_MARKERS = (CONFIG_FILE, SUMMARY_FILE, CHECKPOINT_DIR)
 
 _PACKAGES = (
     "mfclip",
@@ -138,8 +146,16 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     atomic_write_json(run_dir / SUMMARY_FILE, summary)
 
 
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's ``train_summary.json``; None when it is missing or unreadable (a run still starting)."""
     path = Path(run_dir) / SUMMARY_FILE
-    if not path.is_file():
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return summary if isinstance(summary, dict) else None
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a training run directory (holds its config, summary or checkpoints)."""
+    return any((Path(path) / name).exists() for name in RUN_MARKERS)

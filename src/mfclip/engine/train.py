@@ -386,7 +386,7 @@ def train(
     )
     best_checkpoint = ModelCheckpoint(
         dirpath=str(checkpoint_dir),
-        filename="best",
+        filename=Path(runinfo.BEST_CHECKPOINT).stem,
         monitor=MONITOR,
         mode="max",
         save_top_k=1,

@@ -33,6 +33,14 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from mfclip.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, load_image
+from mfclip.data.manifest import (
+    LABEL_COLUMNS,
+    MANIFEST_COLUMNS,
+    SPLITS,
+    parse_label,
+    read_manifest,
+    validate_manifest,
+)
 from mfclip.data.paths import HIDDEN, INVALID_FOLDER_NAME, display_path, walk
 from mfclip.data.video import VIDEO_EXTENSIONS, VideoDecodeError, is_video_path, sample_frames
 from mfclip.face.alignment import align_face, crop_face
@@ -41,8 +49,6 @@ from mfclip.utils.config import StrictConfig
 from mfclip.utils.io import atomic_write, atomic_write_bytes
 from mfclip.utils.jobs import AppendLog, JobLock, JsonLines, SettingsStamp
 
-#: Manifest label columns (SPEC §2) after ``path``.
-LABEL_COLUMNS = ("label", "split", "dataset", "forgery_type", "family", "generator", "video_id")
 #: Columns the pipeline adds to describe each crop.
 FACE_COLUMNS = (
     "source",
@@ -54,7 +60,8 @@ FACE_COLUMNS = (
     "box_y1",
     "score",
 )
-MANIFEST_COLUMNS = ("path", *LABEL_COLUMNS, *FACE_COLUMNS)
+#: The columns of the manifest the pipeline writes: the manifest columns, then those of the crop.
+FACE_MANIFEST_COLUMNS = (*MANIFEST_COLUMNS, *FACE_COLUMNS)
 SKIPPED_COLUMNS = ("source", "kind", "reason")
 
 SETTINGS_FILE = "preprocess.json"
@@ -148,14 +155,13 @@ class PreprocessConfig(StrictConfig):
 
 def normalize_label(value: Any, where: str) -> str:
     """``0``/``1`` as strings from ``0``, ``1``, ``real``, ``fake`` (any case) or empty (unknown)."""
-    text = str(value).strip().lower()
-    if text in ("", "nan", "none"):
+    text = str(value).strip()
+    if text.lower() in ("", "nan", "none"):
         return ""
-    if text in ("0", "0.0", "real", "false"):
-        return "0"
-    if text in ("1", "1.0", "fake", "true"):
-        return "1"
-    raise PreprocessError(f"{where}: label {value!r} is not one of 0, 1, real, fake")
+    label = parse_label(text, names=True)
+    if label is None:
+        raise PreprocessError(f"{where}: label {value!r} is not one of 0, 1, real, fake")
+    return str(label)
 
 
 SourceKind = Literal["image", "video", "folder"]
@@ -324,8 +330,6 @@ def sources_from_manifest(
     drops those rows. Paths resolve against ``root`` (default: the manifest's folder); ``labels`` fill
     empty cells.
     """
-    from mfclip.data.manifest import SPLITS, read_manifest
-
     manifest = Path(manifest)
     table = read_manifest(manifest)
     if "path" not in table.columns:
@@ -366,8 +370,6 @@ def _label_or_unchanged(value: str) -> str:
 
 def _checked_rows(table: Any, manifest: Path, drop_invalid: bool, splits: Sequence[str]) -> set[int]:
     """Rows of an input manifest with errors; raises listing them all unless ``drop_invalid``."""
-    from mfclip.data.manifest import validate_manifest
-
     # Unknown (empty) label and split cells are allowed here: the check sees valid stand-ins for them.
     checked = table[["path", "label", "split"]].copy()
     checked["label"] = checked["label"].where(checked["label"] != "", "0")
@@ -786,7 +788,7 @@ def manifest_rows(records: dict[str, dict[str, Any]]) -> tuple[list[dict[str, An
                 }
             )
     rows.sort(key=lambda r: (r["source"], -1 if r["frame"] == "" else r["frame"], r["face_index"], r["path"]))
-    return rows, [*MANIFEST_COLUMNS, *sorted(extras)]
+    return rows, [*FACE_MANIFEST_COLUMNS, *sorted(extras)]
 
 
 def _write_tables(records: dict[str, dict[str, Any]], out_dir: Path) -> int:
@@ -811,8 +813,7 @@ def _write_tables(records: dict[str, dict[str, Any]], out_dir: Path) -> int:
 
 
 __all__ = [
-    "LABEL_COLUMNS",
-    "MANIFEST_COLUMNS",
+    "FACE_MANIFEST_COLUMNS",
     "PreprocessConfig",
     "PreprocessError",
     "PreprocessResult",

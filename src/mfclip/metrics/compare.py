@@ -14,6 +14,7 @@ from tqdm import tqdm
 from mfclip.metrics._ranking import MetricsError
 from mfclip.metrics.grouped import DEFAULT_GROUP_BY, OVERALL, evaluate_predictions, metric_rows
 from mfclip.metrics.report import (
+    EVAL_DIR,
     LABEL_COLUMNS,
     LOWER_IS_BETTER,
     METRIC_TITLES,
@@ -35,9 +36,9 @@ def run_labels(runs: Sequence[str | Path]) -> list[str]:
         path = Path(run)
         if path.is_file():
             path = path.parent
-        if path.parent.name == "eval":  # a test-set directory: name it after its run
+        if path.parent.name == EVAL_DIR:  # a test-set directory: name it after its run
             path = path.parent.parent
-        elif path.name == "eval":
+        elif path.name == EVAL_DIR:
             path = path.parent
         label = path.name or str(run)
         base, suffix = label, 2

@@ -33,7 +33,12 @@ from mfclip.metrics.binary import roc_points
 from mfclip.metrics.grouped import group_specs
 from mfclip.utils.io import atomic_write, atomic_write_json, atomic_write_text
 
+#: Where a training run keeps its evaluation: ``RUN/eval/<test_set>/``.
+EVAL_DIR = "eval"
+#: The files of an evaluation: per test set and, in the evaluation folder, for all test sets together.
 PREDICTIONS_FILES = ("predictions.parquet", "predictions.csv")
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
 REQUIRED_COLUMNS = ("label", "p_fake")
 # Manifest columns used by evaluation and stored as categories when read back.
 LABEL_COLUMNS = ("test_set", "dataset", "forgery_type", "family", "generator", "video_id", "split")
@@ -188,9 +193,9 @@ def write_evaluation(
             stale = out_dir / other
             if stale != written["predictions"] and stale.exists():
                 stale.unlink()
-    written["metrics"] = out_dir / "metrics.json"
+    written["metrics"] = out_dir / METRICS_FILE
     atomic_write_json(written["metrics"], to_jsonable(metrics))
-    written["report"] = out_dir / "report.md"
+    written["report"] = out_dir / REPORT_FILE
     atomic_write_text(written["report"], render_test_set_report(metrics))
     if plots:
         written.update(_plot_test_set(out_dir, predictions, metrics))
@@ -335,7 +340,7 @@ def write_run_report(
             name: _nanmean(values["overall"][name] for values in results.values()) for name in METRIC_TITLES
         },
     }
-    written = {"metrics": eval_dir / "metrics.json", "report": eval_dir / "report.md"}
+    written = {"metrics": eval_dir / METRICS_FILE, "report": eval_dir / REPORT_FILE}
     atomic_write_json(written["metrics"], to_jsonable(summary))
     atomic_write_text(written["report"], render_run_report(results, metric=metric))
     if plots:
@@ -445,7 +450,7 @@ def find_predictions(run: str | Path) -> dict[str, Path]:
         return {_test_set_name(run.parent): run}
     if not run.is_dir():
         raise PredictionsError(f"{run}: no such run directory or predictions file")
-    eval_dir = run / "eval" if (run / "eval").is_dir() else run
+    eval_dir = run / EVAL_DIR if (run / EVAL_DIR).is_dir() else run
     single = find_test_set_predictions(eval_dir)
     if single is not None:
         return {_test_set_name(eval_dir): single}
@@ -462,7 +467,7 @@ def find_predictions(run: str | Path) -> dict[str, Path]:
 
 
 def _test_set_name(directory: Path) -> str:
-    metrics = directory / "metrics.json"
+    metrics = directory / METRICS_FILE
     if metrics.is_file():
         try:
             name = json.loads(metrics.read_text(encoding="utf-8")).get("test_set")

@@ -34,18 +34,10 @@ from mfclip.data.importers.base import (
     split_from_name,
 )
 from mfclip.data.importers.media import FRAME_FOLDERS, Media, check_media
+from mfclip.data.manifest import parse_label
 from mfclip.data.paths import list_folder
 
 INDEX_FILES = ("metadata.json", "dataset.json", "labels.csv")
-
-
-def _parse_label(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value in (0, 1) else None
-    text = str(value).strip().lower()
-    return {"real": 0, "fake": 1, "0": 0, "1": 1}.get(text)
 
 
 def _folder_split(parts: list[str]) -> str:
@@ -159,7 +151,7 @@ def _import_index(
         video = next((c for c in candidates if c.is_file()), None)
         if video is not None:
             used.add(video)
-        label = _parse_label(raw_label)
+        label = parse_label(raw_label, names=True)
         where = f"{relative(folder / name, root)} (from {relative(index, root)})"
         if label is None:
             builder.skip(where, f"label must be REAL or FAKE (or 0/1), got {raw_label!r}")

@@ -48,13 +48,13 @@ from mfclip.data.importers.media import (
     frame_folder,
     video_files,
 )
+from mfclip.data.manifest import SPLITS
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
 COMPRESSIONS = ("raw", "c23", "c40")
 #: Folder names of each compression: the download script writes ``raw``, the extraction script's
 #: documentation calls it ``c0`` (constant rate factor 0).
 COMPRESSION_FOLDERS = {"raw": "raw", "c0": "raw", "c23": "c23", "c40": "c40"}
-SPLIT_NAMES = ("train", "val", "test")
 #: DFD's fakes are face swaps (the DeepfakeBench importer uses this too).
 DFD_FORGERY_TYPE = "face_swap"
 #: Top-level entries of the download that are not samples, and why they are not imported.
@@ -114,7 +114,7 @@ class SplitFiles:
     table: dict[str, str] = field(default_factory=dict)
     directory: Path | None = None
     found: list[str] = field(default_factory=list)  # split names whose file was read
-    missing: list[str] = field(default_factory=lambda: list(SPLIT_NAMES))
+    missing: list[str] = field(default_factory=lambda: list(SPLITS))
 
     def files(self) -> list[Path]:
         return [self.directory / f"{s}.json" for s in self.found] if self.directory is not None else []
@@ -136,12 +136,10 @@ def load_ffpp_splits(root: Path, split_dir: str | Path | None) -> SplitFiles:
     """
     candidates = [Path(split_dir)] if split_dir is not None else [root / "splits", root]
     for directory in candidates:
-        found = [s for s in SPLIT_NAMES if (directory / f"{s}.json").is_file()]
+        found = [s for s in SPLITS if (directory / f"{s}.json").is_file()]
         if not found:
             continue
-        splits = SplitFiles(
-            directory=directory, found=found, missing=[s for s in SPLIT_NAMES if s not in found]
-        )
+        splits = SplitFiles(directory=directory, found=found, missing=[s for s in SPLITS if s not in found])
         for split in found:
             file = directory / f"{split}.json"
             try:

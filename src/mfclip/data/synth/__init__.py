@@ -10,8 +10,8 @@ No image shows a real person. Public API:
 - :func:`protocol_dict`: the protocol written as ``protocol.yaml``.
 """
 
+from mfclip.data.manifest import MANIFEST_COLUMNS  # the columns of manifest.csv
 from mfclip.data.synth.benchmark import (
-    MANIFEST_COLUMNS,
     SYNTH_VERSION,
     SynthError,
     SynthResult,

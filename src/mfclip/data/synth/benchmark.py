@@ -26,15 +26,15 @@ from pathlib import Path
 import yaml
 
 from mfclip import __version__
+from mfclip.data.manifest import MANIFEST_COLUMNS, SPLITS
 from mfclip.data.synth.generators import SEEN_GENERATORS, SYNTH_GENERATORS, UNSEEN_GENERATORS
-from mfclip.data.synth.plan import REAL, SPLITS, PlanEntry, build_plan
+from mfclip.data.synth.plan import REAL, PlanEntry, build_plan
 from mfclip.data.synth.synthesize import synthesize_jpeg
 from mfclip.utils.io import atomic_write_json, atomic_write_text
 
 # Bump when a change to the generator alters any output byte.
 SYNTH_VERSION = "1.0"
 FORMAT_NAME = "mfclip-synthetic-benchmark"
-MANIFEST_COLUMNS = ("path", "label", "split", "dataset", "forgery_type", "family", "generator", "video_id")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 PROTOCOL_NAME = "synthetic"
 _STATE_FILE = ".synth-state.json"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mfclip.data.manifest import SPLITS
 from mfclip.data.synth.generators import (
     GENERATORS_BY_NAME,
     SEEN_GENERATORS,
@@ -13,7 +14,6 @@ from mfclip.data.synth.generators import (
     UNSEEN_GENERATORS,
 )
 
-SPLITS = ("train", "val", "test")
 SPLIT_SHARES = {"train": 0.6, "val": 0.1, "test": 0.3}  # of reals and of each seen generator
 REAL_SHARE = 0.45
 SEEN_SHARE = 0.40  # all seen generators together
