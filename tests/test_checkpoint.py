@@ -328,6 +328,21 @@ def test_plain_pt_needs_a_config(model: DetectorModel, tmp_path: Path, saved: Pa
         assert torch.equal(loaded.predict_proba(IMAGES), model.predict_proba(IMAGES))
 
 
+def test_another_weights_file_of_a_checkpoint_is_the_one_loaded(
+    model: DetectorModel, saved: Path, tmp_path: Path
+) -> None:
+    """``load_checkpoint(DIR/ema.safetensors)`` loads that file, with the folder's config."""
+    copy = copy_checkpoint(saved, tmp_path)
+    other = tiny_model(seed=7)
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(copy / "ema.safetensors"))
+    loaded, _ = load_checkpoint(copy / "ema.safetensors")
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_proba(IMAGES), other.predict_proba(IMAGES))
+    assert torch.equal(
+        load_checkpoint(copy / "model.safetensors")[0].predict_proba(IMAGES), model.predict_proba(IMAGES)
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # Corruption: each case names the problem
 # ------------------------------------------------------------------------------------------------
@@ -409,6 +424,25 @@ def test_weights_missing_truncated_or_corrupt(saved: Path, tmp_path: Path) -> No
         load_checkpoint(copy)
     weights.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="corrupt or truncated safetensors"):
+        load_checkpoint(copy)
+
+
+def test_weights_replaced_between_verifying_and_reading_are_refused(
+    saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save into the directory (training exporting a better model) lands after the checksum was checked."""
+    from mfclip.models import checkpoint
+
+    copy = copy_checkpoint(saved, tmp_path)
+    newer = save_checkpoint(tiny_model(seed=3), tmp_path / "newer")
+    original = checkpoint.safetensors_shapes
+
+    def replace_then_read(path: Path):
+        os.replace(newer / "model.safetensors", copy / "model.safetensors")
+        return original(path)
+
+    monkeypatch.setattr(checkpoint, "safetensors_shapes", replace_then_read)
+    with pytest.raises(CheckpointError, match="replaced while it was being loaded"):
         load_checkpoint(copy)
 
 
@@ -545,3 +579,54 @@ def test_lightning_file_with_a_wrong_config_fails_before_allocation(
     with pytest.raises(CheckpointError, match=r"model expects \(.*2048"):
         load_checkpoint(path)
     assert no_real_builds == ["meta"]
+
+
+def test_zero_stride_tensors_cannot_size_a_model_past_the_check(
+    model: DetectorModel, tmp_path: Path, no_real_builds: list[str]
+) -> None:
+    """A few KB of pickle can describe every tensor of a wide model as a view of one value: refused."""
+    config = model.config.to_dict()
+    config["vision"]["clip_vit"].update(width=1024, heads=16)
+    from mfclip.models.registry import config_from_dict, model_from_config
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in model_from_config(config_from_dict(config)).state_dict().items()}
+    no_real_builds.clear()
+    one = torch.zeros(())
+    path = tmp_path / "wide.ckpt"
+    torch.save(
+        {"state_dict": {k: one.expand(s) for k, s in shapes.items()}, "hyper_parameters": {"model": config}},
+        path,
+    )
+    assert path.stat().st_size < 200_000
+    with pytest.raises(CheckpointError, match="is a view over only 1 stored values"):
+        load_checkpoint(path)
+    assert no_real_builds == []
+
+
+def test_config_cannot_make_timm_read_other_weight_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kwargs`` of a timm baseline reach ``timm.create_model``; ``checkpoint_path`` there would make timm
+    read any file (by its own loader) while the checkpoint loads."""
+    import timm.models._helpers
+
+    model = create_model("cnn-tiny")
+    directory = save_checkpoint(model, tmp_path / "cnn")
+    other = tmp_path / "other.pth"
+    torch.save(model.network.state_dict(), other)
+    document = json.loads((directory / "config.json").read_text())
+    document["model"]["kwargs"] = {"checkpoint_path": str(other)}
+    (directory / "config.json").write_text(json.dumps(document))
+    read: list[str] = []
+    original = timm.models._helpers.load_state_dict
+    monkeypatch.setattr(
+        timm.models._helpers,
+        "load_state_dict",
+        lambda path, *a, **k: read.append(path) or original(path, *a, **k),
+    )
+    with pytest.raises(
+        CheckpointError, match="checkpoint_path: timm arguments that load weights are not accepted"
+    ):
+        load_checkpoint(directory)
+    assert read == []

@@ -162,6 +162,27 @@ def test_bad_hub_ids(offline_cache: Path, tmp_path: Path) -> None:
         Detector.from_pretrained(tmp_path, revision="v1")
 
 
+def test_revisions_cannot_walk_out_of_the_cache(
+    checkpoints: tuple[Path, Path], offline_cache: Path, tmp_path: Path
+) -> None:
+    """huggingface_hub resolves a revision through the file ``refs/<revision>`` of the cache (read offline,
+    written online): a revision with ``..`` must not reach files outside it."""
+    main, _ = checkpoints
+    write_hub_cache(offline_cache, "mfclip-org/tiny", checkpoint_files(main))
+    (tmp_path / "ref").write_text("0" * 40)
+    escape = os.path.relpath(tmp_path / "ref", offline_cache / "models--mfclip-org--tiny" / "refs")
+    for name in (
+        f"hf-hub:mfclip-org/tiny@{escape}",
+        "hf-hub:mfclip-org/tiny@/etc/hostname",
+        "hf-hub:a/b@x y",
+    ):
+        with pytest.raises(CheckpointError, match="is not a revision name"):
+            load_checkpoint(name)
+    with pytest.raises(CheckpointError, match="is not a revision name"):
+        load_checkpoint("hf-hub:mfclip-org/tiny", revision=escape)
+    assert load_checkpoint("hf-hub:mfclip-org/tiny@main")[1]["name"] == "tiny-hub-test"
+
+
 # ------------------------------------------------------------------------------------------------
 # Pushing to (and loading from) a local fake Hub
 # ------------------------------------------------------------------------------------------------
@@ -228,6 +249,31 @@ def test_push_refuses_a_damaged_checkpoint_before_any_request(
     (copy / "model.safetensors").write_bytes(data[: len(data) // 2])
     assert run_app(app, ["push", str(copy), "mfclip-org/tiny"]) == 2
     assert "truncated" in capsys.readouterr().err
+    assert fake_hub.requests == []
+
+
+@pytest.mark.parametrize("linked", ["README.md", "model.safetensors"])
+def test_push_never_uploads_files_linked_from_outside_the_checkpoint(
+    checkpoints: tuple[Path, Path], fake_hub: FakeHub, tmp_path: Path, capsys, linked: str
+) -> None:
+    """A checkpoint folder from elsewhere whose README.md (or weights without a recorded checksum) is a link
+    to a private file: pushing it would publish that file."""
+    main, _ = checkpoints
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name, path in checkpoint_files(main).items():
+        (copy / name).write_bytes(path.read_bytes())
+    secret = tmp_path / "home" / "credentials"
+    secret.parent.mkdir()
+    secret.write_text("aws_secret_access_key = do-not-publish\n")
+    if linked == "model.safetensors":
+        document = json.loads((copy / "config.json").read_text())
+        del document["weights"]["sha256"], document["weights"]["bytes"]
+        (copy / "config.json").write_text(json.dumps(document))
+    (copy / linked).unlink()
+    (copy / linked).symlink_to(secret)
+    assert run_app(app, ["push", str(copy), "mfclip-org/tiny"]) == 2
+    assert "outside the checkpoint directory" in capsys.readouterr().err
     assert fake_hub.requests == []
 
 

@@ -362,6 +362,30 @@ def test_huggingface_clip_directory(tmp_path: Path, hf_clip, weights_file: str) 
         torch.testing.assert_close(clip.encode_image(IMAGES), expected_image, atol=1e-5, rtol=0)
 
 
+def test_sharded_huggingface_directory_stays_in_its_folder(tmp_path: Path, hf_clip) -> None:
+    from safetensors.torch import save_file
+
+    directory = tmp_path / "hf-sharded"
+    hf_clip.save_pretrained(directory)
+    (directory / "model.safetensors").unlink()
+    state = {k: v.contiguous() for k, v in hf_clip.state_dict().items()}
+    keys = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in shards.items():
+        save_file({k: state[k] for k in part}, str(directory / name))
+    index = directory / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {k: name for name, part in shards.items() for k in part}}))
+    assert set(read_clip_weights(directory).state_dict) == set(read_clip_weights(state).state_dict)
+
+    # an index naming a file outside the folder is refused, though the file exists
+    (directory / "model-00002-of-00002.safetensors").rename(tmp_path / "outside.safetensors")
+    weight_map = {k: name for name, part in shards.items() for k in part}
+    weight_map |= {k: "../outside.safetensors" for k in shards["model-00002-of-00002.safetensors"]}
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(CheckpointError, match=r"shard name '\.\./outside\.safetensors' is not a file name"):
+        read_clip_weights(directory)
+
+
 def test_hub_ids_resolve_through_the_hub_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hf_clip, source: open_clip.CLIP
 ) -> None:

@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from mfclip.models.base import DetectorModel, ModelOutput, to_parameter_dtype
@@ -115,6 +115,12 @@ def build_clip_finetune(config: ClipBaselineConfig) -> ClipBaseline:
 # ---------------------------------------------------------------------------------------------------
 
 
+# timm.create_model arguments that read or download weights.
+_TIMM_WEIGHT_ARGUMENTS = frozenset(
+    {"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"}
+)
+
+
 class TimmCNNConfig(StrictConfig):
     """A timm classifier (``arch``: any ``timm.list_models()`` name) with a two-class head.
 
@@ -130,6 +136,20 @@ class TimmCNNConfig(StrictConfig):
     normalize: Normalization = "timm"
     drop_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
     kwargs: dict[str, int | float | str | bool] = Field(default_factory=dict)  # extra timm arguments
+
+    @field_validator("kwargs")
+    @classmethod
+    def _no_weight_loading(
+        cls, value: dict[str, int | float | str | bool]
+    ) -> dict[str, int | float | str | bool]:
+        # A checkpoint's config.json must not make timm read or download weights on its own loaders.
+        loading = sorted(set(value) & _TIMM_WEIGHT_ARGUMENTS)
+        if loading:
+            raise ValueError(
+                f"{', '.join(loading)}: timm arguments that load weights are not accepted (the model is "
+                "built with pretrained=False; load weights with TimmCNN.load_backbone_weights)"
+            )
+        return value
 
 
 def _timm_stats(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

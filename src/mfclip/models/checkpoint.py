@@ -274,9 +274,11 @@ def load_checkpoint(
     if path.is_file():
         if path.suffix in _TORCH_SUFFIXES:
             model, metadata = _load_torch_checkpoint(path, strict, config)
-        elif path.suffix == ".safetensors" and is_checkpoint_dir(path.parent):
+        elif path.suffix == ".safetensors" and _is_checkpoint_weights(path):
             model, metadata = _load_directory(path.parent, strict, config)
         elif path.suffix == ".safetensors":
+            if config is None and is_checkpoint_dir(path.parent):
+                config = path.parent  # another weights file of a checkpoint (EMA, say): the same model
             if config is None:
                 raise CheckpointError(
                     f"{path}: a bare weights file records no model config; pass config= (a model config, "
@@ -298,6 +300,13 @@ def load_checkpoint(
     return model.to(map_location).eval(), metadata
 
 
+def _is_checkpoint_weights(path: Path) -> bool:
+    """Whether ``path`` is the weights file its folder's checkpoint config.json names."""
+    if not is_checkpoint_dir(path.parent):
+        return False
+    return checkpoint_weights_path(path.parent, read_checkpoint_config(path.parent)).name == path.name
+
+
 def _load_directory(
     directory: Path, strict: bool, config: ConfigSource | None
 ) -> tuple[DetectorModel, dict[str, Any]]:
@@ -306,6 +315,7 @@ def _load_directory(
     weights_path = checkpoint_weights_path(directory, document)
     if not weights_path.is_file():
         raise CheckpointError(f"{directory}: {weights_path.name} is missing")
+    verified = _file_identity(weights_path)
     verify_file(weights_path, document.get("weights") or {}, CONFIG_NAME)
     if config is None:
         model_config, origin = _model_config(document["model"], str(config_path)), str(config_path)
@@ -313,9 +323,18 @@ def _load_directory(
         model_config, origin = _model_config(config), str(config)
     model = _build_checked(model_config, origin, safetensors_shapes(weights_path), weights_path, strict)
     state, aliases = read_safetensors(weights_path)
+    if _file_identity(weights_path) != verified:  # the tensors read may not be the bytes verified
+        raise CheckpointError(
+            f"{weights_path}: replaced while it was being loaded (a save in progress?); load it again"
+        )
     _restore_aliases(state, aliases)
     load_state_dict_into(model, state, strict=strict, source=str(weights_path))
     return model, document["metadata"]
+
+
+def _file_identity(path: Path) -> tuple[int, int, int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _restore_aliases(state: dict[str, torch.Tensor], aliases: Mapping[str, str]) -> None:

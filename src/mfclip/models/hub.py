@@ -37,10 +37,14 @@ __all__ = [
     "parse_hub_id",
     "push_checkpoint",
     "resolve_checkpoint",
+    "shard_names",
 ]
 
 HUB_PREFIX = "hf-hub:"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
+# What git refuses in a ref name (``git check-ref-format``): a revision is also a path in the Hub cache
+# (``refs/<revision>``), so ``..``, a leading ``/`` and the like must never reach it.
+_BAD_REVISION = re.compile(r"^[/.\-]|\.\.|//|/\.|/$|@\{|\.lock(/|$)|[\x00-\x20\x7f~^:?*\[\\]")
 _LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN"
 
 # What a CLIP weights repository holds, in the order the loaders prefer (see mfclip.models.weights).
@@ -81,7 +85,13 @@ def parse_hub_id(text: str, revision: str | None = None) -> HubId:
         raise CheckpointError(f"{text}: not a Hugging Face Hub model id (expected {HUB_PREFIX}owner/name)")
     if pinned and revision and pinned != revision:
         raise CheckpointError(f"{text}: names revision {pinned!r} but revision={revision!r} was also given")
-    return HubId(repo_id, pinned or revision or None)
+    chosen = pinned or revision or None
+    if chosen is not None and (chosen == "@" or _BAD_REVISION.search(chosen)):
+        raise CheckpointError(
+            f"{text}: {chosen!r} is not a revision name (a branch, tag or commit: no '..', spaces, "
+            "leading '/' or '.', or any of ~^:?*[\\)"
+        )
+    return HubId(repo_id, chosen)
 
 
 def hub_offline() -> bool:
@@ -246,7 +256,7 @@ def fetch_clip_weights(hub_id: HubId) -> Path:
         for index_name in HF_INDEX_FILES:
             index = download(pinned, index_name, what=what)
             if index is not None:
-                for shard in _shards(index):
+                for shard in shard_names(index):
                     if download(pinned, shard, what=what) is None:
                         raise CheckpointError(f"{hub_id}: shard {shard} listed in {index_name} is missing")
                 return config.parent
@@ -266,7 +276,8 @@ def _first_found(hub_id: HubId, names: Sequence[str], what: str) -> Path | None:
     return None
 
 
-def _shards(index: Path) -> list[str]:
+def shard_names(index: Path) -> list[str]:
+    """The weight files a shard index (``model.safetensors.index.json``) lists: plain file names beside it."""
     import json
 
     try:
@@ -278,7 +289,7 @@ def _shards(index: Path) -> list[str]:
     shards = sorted({str(v) for v in weight_map.values()})
     for shard in shards:
         if Path(shard).name != shard or shard in ("", ".", ".."):
-            raise CheckpointError(f"{index}: shard name {shard!r} is not a file name in the repository")
+            raise CheckpointError(f"{index}: shard name {shard!r} is not a file name beside the index")
     return shards
 
 
@@ -334,9 +345,11 @@ def push_checkpoint(
     weights = checkpoint_weights_path(directory, document)
     if not weights.is_file():
         raise CheckpointError(f"{directory}: {weights.name} is missing")
+    card_path = directory / MODEL_CARD_NAME
+    for path in (directory / CONFIG_NAME, weights, card_path):
+        _refuse_link_outside(directory, path)
     verify_file(weights, document.get("weights") or {}, CONFIG_NAME)
     target = parse_hub_id(repo_id if is_hub_id(repo_id) else f"{HUB_PREFIX}{repo_id}", revision)
-    card_path = directory / MODEL_CARD_NAME
     card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
     card = card_with_front_matter(card, document, license=license)
     operations = [
@@ -368,3 +381,21 @@ def push_checkpoint(
         url=str(info.commit_url),
         files=[op.path_in_repo for op in operations],
     )
+
+
+def _refuse_link_outside(directory: Path, path: Path) -> None:
+    """Refuse to upload a file that is a symbolic link to somewhere outside the checkpoint directory.
+
+    A Hugging Face cache snapshot (``snapshots/<commit>/``) may link into its repository's ``blobs/``.
+    """
+    if not path.is_symlink():
+        return
+    resolved, root = path.resolve(), directory.resolve()
+    allowed = [root]
+    if root.parent.name == "snapshots":
+        allowed.append(root.parent.parent / "blobs")
+    if not any(resolved.is_relative_to(folder) for folder in allowed):
+        raise CheckpointError(
+            f"{path}: a link to {resolved}, outside the checkpoint directory; push uploads only the "
+            "checkpoint's own files (copy the file into the directory if it belongs there)"
+        )

@@ -11,6 +11,9 @@ registry; it imports nothing else of mfclip. What each reader can execute:
   ``constants.pkl``, any scripted ``__setstate__``) is never run;
 - ``config.json``: ``json``.
 
+Pickles and TorchScript archives may not hold tensors that declare more values than their storage holds
+(zero-stride views): their shapes could otherwise size a model far larger than the file.
+
 Files the project writes carry an integrity record (size and SHA-256, :func:`file_record`) that
 :func:`verify_file` checks before the file is parsed: checkpoint directories in their config.json,
 single-file (Lightning) checkpoints in a sidecar ``<file>.integrity.json`` (:func:`verify_sidecar`).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import pickle
 import re
@@ -305,13 +309,13 @@ def read_torch_file(path: str | Path, *, mmap: bool = False) -> Any:
         raise CheckpointError(f"{path}: a TorchScript archive, not a state dict")
     try:
         try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except Exception as exc:
             # Lightning checkpoints may hold its AttributeDict: allow exactly that container and retry.
             if "AttributeDict" not in str(exc):
                 raise
             with torch.serialization.safe_globals(_lightning_safe_globals()):
-                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+                payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except RuntimeError as exc:
         if "TorchScript" in str(exc):
             raise CheckpointError(f"{path}: a TorchScript archive, not a state dict") from None
@@ -323,6 +327,37 @@ def read_torch_file(path: str | Path, *, mmap: bool = False) -> Any:
                 f"{_first_line(exc)}); save a plain state dict instead"
             ) from None
         raise CheckpointError(f"{path}: corrupt or unreadable torch file: {_first_line(exc)}") from None
+    _refuse_expanded_tensors(payload, path)
+    return payload
+
+
+def _refuse_expanded_tensors(payload: Any, path: Path) -> None:
+    """Refuse a tensor that declares more values than its storage holds (a zero-stride or overlapping view).
+
+    A pickle may describe a tensor of any shape over a one-element storage; trusting such shapes would let
+    a small file size a huge model past the checks made before allocation. Weights never need that.
+    """
+    pending, seen = [payload], set()
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, torch.Tensor):
+            if item.layout == torch.strided and item.numel() > _storage_elements(item):
+                raise CheckpointError(
+                    f"{path}: a tensor of shape {tuple(item.shape)} is a view over only "
+                    f"{_storage_elements(item)} stored values; weights must have all their values stored"
+                )
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+
+
+def _storage_elements(tensor: torch.Tensor) -> int:
+    """How many elements of ``tensor``'s dtype its storage holds from its offset on."""
+    return tensor.untyped_storage().nbytes() // tensor.element_size() - tensor.storage_offset()
 
 
 def _lightning_safe_globals() -> list[Any]:
@@ -424,7 +459,14 @@ class _StorageType:
 def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any, **__: Any) -> torch.Tensor:
     if not isinstance(storage, torch.Tensor):
         raise pickle.UnpicklingError("a tensor without a storage")
-    return torch.as_strided(storage, tuple(size), tuple(stride), int(offset))
+    tensor = torch.as_strided(storage, tuple(size), tuple(stride), int(offset))
+    if tensor.numel() > storage.numel() - int(
+        offset
+    ):  # a zero-stride or overlapping view: see read_torch_file
+        raise pickle.UnpicklingError(
+            f"a tensor of shape {tuple(tensor.shape)} is a view over only {storage.numel()} stored values"
+        )
+    return tensor
 
 
 def _rebuild_parameter(data: Any, *_: Any, **__: Any) -> Any:
@@ -438,6 +480,12 @@ def _restore_type_tag(value: Any, *_: Any) -> Any:
 def _build_list(items: Any) -> list[Any]:
     return list(items)
 
+
+# Bounds on what reading an archive may cost, whatever its zip headers declare. TorchScript stores every
+# member uncompressed; data.pkl and the class files of even the largest CLIP models are a few MB.
+_MAX_MEMBER_BYTES = 64 << 20  # data.pkl, a code/ file
+_MAX_MODULE_DEPTH = 100  # nesting of submodules
+_MAX_MODULE_VISITS = 100_000  # submodules visited (a shared one counts at every place it appears)
 
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
@@ -480,6 +528,8 @@ class _TorchScriptArchive:
     def __init__(self, path: Path, archive: zipfile.ZipFile) -> None:
         self.path = path
         self.archive = archive
+        self.archive_bytes = path.stat().st_size
+        self.visits = 0
         pickles = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
         if len(pickles) != 1:
             raise CheckpointError(f"{path}: not a TorchScript archive (no single data.pkl)")
@@ -506,6 +556,8 @@ class _TorchScriptArchive:
             raise pickle.UnpicklingError(f"storage {key} holds {info.file_size} bytes, not {numel} elements")
         if info.compress_type != zipfile.ZIP_STORED:
             raise pickle.UnpicklingError(f"storage {key} is compressed, which TorchScript never writes")
+        if info.compress_size != info.file_size or info.header_offset + info.file_size > self.archive_bytes:
+            raise pickle.UnpicklingError(f"storage {key} declares more bytes than the archive holds")
         buffer = torch.empty(info.file_size, dtype=torch.uint8)
         if info.file_size:
             with self.archive.open(info) as handle:
@@ -521,24 +573,34 @@ class _TorchScriptArchive:
             module, _, name = type_name.rpartition(".")
             source = f"{self.prefix}code/{module.replace('.', '/')}.py"
             try:
-                text = self.archive.read(source).decode("utf-8", errors="replace")
+                text = self.member(source).decode("utf-8", errors="replace")
             except KeyError:
                 text = ""
             self.declarations[type_name] = _ClassDeclaration.parse(text, name)
         return self.declarations[type_name]
 
+    def member(self, name: str) -> bytes:
+        """A small member's bytes (KeyError when absent), refused when it would decompress to too much."""
+        info = self.archive.getinfo(name)
+        if info.file_size > _MAX_MEMBER_BYTES:
+            raise CheckpointError(
+                f"{self.path}: {name} declares {info.file_size:,} bytes, more than a TorchScript archive "
+                f"holds there (at most {_MAX_MEMBER_BYTES:,} are read)"
+            )
+        return self.archive.read(info)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         marker = f"{self.prefix}byteorder"
         order = b"little"
         if marker in self.archive.namelist():
-            order = self.archive.read(marker).strip()
+            order = self.member(marker).strip()
         if order != b"little" or sys.byteorder != "little":
             raise CheckpointError(
                 f"{self.path}: mfclip reads little-endian TorchScript archives on little-endian machines only"
             )
+        pickled = self.member(f"{self.prefix}data.pkl")
         try:
-            with self.archive.open(f"{self.prefix}data.pkl") as handle:
-                root = _RestrictedUnpickler(handle, self).load()
+            root = _RestrictedUnpickler(io.BytesIO(pickled), self).load()
         except CheckpointError:
             raise
         except Exception as exc:  # UnpicklingError, RuntimeError from as_strided bounds, ...
@@ -547,12 +609,26 @@ class _TorchScriptArchive:
         if not isinstance(root, _ScriptObject):
             raise CheckpointError(f"{self.path}: the TorchScript archive does not hold a module")
         tensors: dict[str, torch.Tensor] = {}
-        self._collect(root, "", tensors)
+        self._collect(root, "", tensors, ())
         if not tensors:
             raise CheckpointError(f"{self.path}: the TorchScript archive holds no parameters or buffers")
         return tensors
 
-    def _collect(self, obj: _ScriptObject, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    def _collect(
+        self, obj: _ScriptObject, prefix: str, out: dict[str, torch.Tensor], parents: tuple[int, ...]
+    ) -> None:
+        where = prefix.rstrip(".") or "the root"
+        if id(obj) in parents:
+            raise CheckpointError(f"{self.path}: TorchScript module {where} contains itself")
+        self.visits += 1
+        if len(parents) >= _MAX_MODULE_DEPTH:
+            raise CheckpointError(
+                f"{self.path}: TorchScript modules nested over {_MAX_MODULE_DEPTH} deep at {where}"
+            )
+        if self.visits > _MAX_MODULE_VISITS:
+            raise CheckpointError(
+                f"{self.path}: the TorchScript archive has over {_MAX_MODULE_VISITS:,} submodules"
+            )
         declaration = self.declaration(obj.type_name)
         state = obj.state
         scripted_state = declaration is not None and declaration.sets_state
@@ -560,7 +636,7 @@ class _TorchScriptArchive:
             if _holds_tensors(state):
                 raise CheckpointError(
                     f"{self.path}: TorchScript module {obj.type_name.removeprefix('__torch__.')} "
-                    f"({prefix.rstrip('.') or 'the root'}) restores its tensors with a scripted "
+                    f"({where}) restores its tensors with a scripted "
                     "__setstate__, which mfclip does not run. Convert the file once where you trust it: "
                     "torch.jit.load it, save model.state_dict() with safetensors.torch.save_file, and pass "
                     "the .safetensors file"
@@ -574,20 +650,25 @@ class _TorchScriptArchive:
             elif isinstance(value, _ScriptObject):
                 child = self.declaration(value.type_name)
                 if child is None or child.is_module:
-                    self._collect(value, f"{prefix}{attribute}.", out)
+                    self._collect(value, f"{prefix}{attribute}.", out, (*parents, id(obj)))
 
 
-def _holds_tensors(value: Any, depth: int = 0) -> bool:
-    if isinstance(value, torch.Tensor):
-        return True
-    if depth > 50:
-        return False
-    if isinstance(value, dict):
-        return any(_holds_tensors(v, depth + 1) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_holds_tensors(v, depth + 1) for v in value)
-    if isinstance(value, _ScriptObject):
-        return _holds_tensors(value.state, depth + 1)
+def _holds_tensors(value: Any) -> bool:
+    """Whether a pickled state holds a tensor anywhere (each shared or cyclic part looked at once)."""
+    pending, seen = [value], set()
+    while pending:
+        item = pending.pop()
+        if isinstance(item, torch.Tensor):
+            return True
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif isinstance(item, _ScriptObject):
+            pending.append(item.state)
     return False
 
 

@@ -243,11 +243,8 @@ def _read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
     for name in _HF_INDEX_FILES:
         index_path = path / name
         if index_path.is_file():
-            weight_map = _read_json(index_path).get("weight_map")
-            if not isinstance(weight_map, dict):
-                raise CheckpointError(f"{index_path}: no 'weight_map' in the shard index")
             state: dict[str, torch.Tensor] = {}
-            for shard in sorted(set(weight_map.values())):
+            for shard in hub.shard_names(index_path):
                 if not (path / shard).is_file():
                     raise CheckpointError(f"{index_path}: shard {shard} is missing from {path}")
                 state.update(read_torch_file(path / shard))
