@@ -377,3 +377,34 @@ def test_lightning_package_tips_are_filtered_and_run_notices_kept(
     assert "Tip:" in unfiltered and "was configured so" in unfiltered
     assert "Tip:" not in filtered and "was configured so" not in filtered
     assert "GPU available" in filtered
+
+
+def test_resuming_after_a_damaged_last_checkpoint_keeps_the_readable_ones(tmp_path: Path) -> None:
+    """A run resumed from step-4 because last.ckpt (step 6) is damaged: its next save must not keep the
+    damaged file as step-6.ckpt and prune step-4.ckpt (nothing readable would be left if that save failed)."""
+    from mfclip.engine.callbacks import AtomicCheckpointIO
+    from mfclip.engine.checkpoints import checkpoint_problem, keep_as_step_checkpoint
+
+    checkpoints = write_run_checkpoints(tmp_path / "run", [2, 4, 6])
+    last = checkpoints / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:300])
+    keep_as_step_checkpoint(last, keep=1)  # the resumed run's first save, at step 5
+    AtomicCheckpointIO().save_checkpoint({"global_step": 5, "epoch": 0, "w": torch.zeros(64)}, last)
+    assert not (checkpoints / "step-6.ckpt").exists()
+    assert checkpoint_problem(checkpoints / "step-4.ckpt") is None
+    keep_as_step_checkpoint(last, keep=1)  # the next save keeps the good step 5 in place of step 4
+    assert [p.name for p in sorted(checkpoints.glob("step-*.ckpt"))] == ["step-5.ckpt"]
+
+
+def test_a_step_checkpoint_deleted_by_hand_leaving_its_record_does_not_stop_training(tmp_path: Path) -> None:
+    """``rm checkpoints/step-*.ckpt`` to free disk leaves the records; reaching that step again keeps it."""
+    from mfclip.engine.callbacks import AtomicCheckpointIO
+    from mfclip.engine.checkpoints import keep_as_step_checkpoint
+
+    checkpoints = write_run_checkpoints(tmp_path / "run", [2, 4, 6])
+    (checkpoints / "step-4.ckpt").unlink()
+    last = checkpoints / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"global_step": 4, "epoch": 0, "w": torch.ones(64)}, last)
+    keep_as_step_checkpoint(last, keep=1)
+    verify_sidecar(checkpoints / "step-4.ckpt")
+    assert torch.load(checkpoints / "step-4.ckpt", weights_only=True)["w"][0] == 1

@@ -60,6 +60,7 @@ def write_record(path: Path, checkpoint: dict[str, Any], written: HashingWriter 
         if isinstance(checkpoint.get(key), int):
             record[key] = checkpoint[key]
     atomic_write_json(integrity_sidecar(path), record)
+    _CHECKED[_check_key(path)] = None  # just written and hashed: keeping it later needs no re-check
 
 
 def remove_with_record(path: Path) -> None:
@@ -72,8 +73,10 @@ def keep_as_step_checkpoint(last: Path, keep: int) -> None:
     """Before ``last`` is replaced, keep it as ``step-N.ckpt`` (N from its record); prune to ``keep`` such.
 
     A hard link keeps the old file without copying it; the atomic replace of ``last`` then leaves it intact.
+    A damaged ``last`` (a run resumed from an earlier checkpoint because of it) is not kept: it would count
+    as the newest step checkpoint and push out the readable ones.
     """
-    if keep < 1 or not last.is_file():
+    if keep < 1 or not last.is_file() or checkpoint_problem(last) is not None:
         return
     try:
         record = read_integrity_sidecar(last)
@@ -88,6 +91,8 @@ def keep_as_step_checkpoint(last: Path, keep: int) -> None:
             os.link(last, target)
         except OSError:
             return  # no hard links on this file system: keeping would mean copying the whole file
+        with contextlib.suppress(FileNotFoundError):  # a record left behind by a step file deleted by hand
+            integrity_sidecar(target).unlink()
         os.link(integrity_sidecar(last), integrity_sidecar(target))
     kept = sorted(step_checkpoints(last.parent), key=lambda item: item[0], reverse=True)
     for _, old in kept[keep:]:
@@ -113,14 +118,7 @@ def checkpoint_problem(path: Path) -> str | None:
     The tensors are memory-mapped, not read, so the check costs a hash of the file and an unpickling."""
     if not path.is_file():
         return f"{path}: missing"
-    sidecar = integrity_sidecar(path)
-    stat = path.stat()
-    key = (
-        str(path.resolve()),
-        stat.st_size,
-        stat.st_mtime_ns,
-        sidecar.stat().st_mtime_ns if sidecar.exists() else 0,
-    )
+    key = _check_key(path)
     if key not in _CHECKED:  # composing the config and training check the same file: hash it once
         try:
             verify_sidecar(path)
@@ -132,6 +130,18 @@ def checkpoint_problem(path: Path) -> str | None:
 
 
 _CHECKED: dict[tuple[str, int, int, int], str | None] = {}
+
+
+def _check_key(path: Path) -> tuple[str, int, int, int]:
+    """What identifies one state of a checkpoint file and its sidecar, for :data:`_CHECKED`."""
+    sidecar = integrity_sidecar(path)
+    stat = path.stat()
+    return (
+        str(path.resolve()),
+        stat.st_size,
+        stat.st_mtime_ns,
+        sidecar.stat().st_mtime_ns if sidecar.exists() else 0,
+    )
 
 
 @dataclass(frozen=True)
