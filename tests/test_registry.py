@@ -24,7 +24,7 @@ from mfclip.models.registry import (
 )
 from mfclip.utils.config import ConfigError, StrictConfig
 
-MFCLIP_PRESETS = ["mfclip-cvit", "mfclip-cvit-release", "mfclip-tiny", "mfclip-vit-b16"]
+MFCLIP_PRESETS = ["mfclip-cvit", "mfclip-cvit-release", "mfclip-cvit-tiny", "mfclip-tiny", "mfclip-vit-b16"]
 # Presets small enough to build and run on the test machine (every bundled one is validated).
 SMALL_PRESETS = [name for name in list_models() if get_model_config(name).image_size <= 64]
 
@@ -32,7 +32,7 @@ SMALL_PRESETS = [name for name in list_models() if get_model_config(name).image_
 def test_presets_are_listed_and_filtered() -> None:
     names = list_models()
     assert set(MFCLIP_PRESETS) <= set(names) and names == sorted(names)
-    assert list_models("mfclip-cvit*") == ["mfclip-cvit", "mfclip-cvit-release"]
+    assert list_models("mfclip-cvit*") == ["mfclip-cvit", "mfclip-cvit-release", "mfclip-cvit-tiny"]
     assert list_models("nothing-*") == []
     assert {"mfclip-tiny", "clip-probe-tiny", "cnn-tiny"} <= set(SMALL_PRESETS)
 
