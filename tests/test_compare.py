@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from mfclip.engine.compare import CompareEntry, compare, experiment_path, list_experiments, resolve_entry
 from mfclip.engine.config import load_train_config
@@ -150,3 +153,127 @@ def test_compare_needs_configs_and_data(tmp_path: Path) -> None:
         compare([], "synthetic", out_dir=tmp_path)
     with pytest.raises(ConfigError, match="give a protocol"):
         compare(["tiny"], out_dir=tmp_path)
+
+
+def test_compare_over_seeds_reports_mean_sd_and_paired_differences_and_resumes(
+    synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mfclip.engine.train as train_module
+
+    out = tmp_path / "seeds"
+    options = {"base": "tiny", "out_dir": out, "workers": 0, "plots": False, "progress": False}
+    configs = ["clip-probe-tiny", "clip-finetune-tiny"]
+    result = compare(
+        configs, synthetic, overrides=FAST, seeds=[0, 1], reference="clip-probe-tiny", bootstrap=20, **options
+    )
+    labels = [r.label for r in result.runs]
+    assert labels == [f"{c}-seed{s}" for c in configs for s in (0, 1)]
+    for run in result.runs:
+        assert load_train_config(run.run_dir / "config.yaml").trainer.seed == run.seed
+    # The seed changes training: the two probes' predictions differ.
+    first, second = (
+        pd.read_parquet(r.run_dir / "eval" / "seen" / "predictions.parquet") for r in result.runs[:2]
+    )
+    assert not np.allclose(first["p_fake"], second["p_fake"])
+
+    stats = result.seed_tables["auc"]
+    overall = stats[(stats["level"] == "frame") & (stats["group_by"] == "")].set_index(["test_set", "column"])
+    assert list(dict.fromkeys(overall.index.get_level_values(0))) == ["seen", "unseen", "mean"]
+    row = overall.loc[("seen", "clip-finetune-tiny")]
+    seen = result.table[(result.table["test_set"] == "seen") & (result.table["level"] == "frame")]
+    seen = seen[seen["group_by"] == ""].iloc[0]
+    differences = [seen[f"clip-finetune-tiny-seed{s}"] - seen[f"clip-probe-tiny-seed{s}"] for s in (0, 1)]
+    assert row["n"] == 2 and row["reference"] == "clip-probe-tiny"
+    assert row["diff"] == pytest.approx(np.mean(differences))
+    assert row["mean"] == pytest.approx(np.mean([seen[f"clip-finetune-tiny-seed{s}"] for s in (0, 1)]))
+    assert result.seeds_csv_path == out / "seeds.csv" and set(pd.read_csv(out / "seeds.csv")["metric"]) == {
+        "auc",
+        "ap",
+        "eer",
+    }
+    markdown = result.markdown_path.read_text(encoding="utf-8")
+    assert "## AUC across seeds" in markdown and "Training seeds 0, 1" in markdown
+    assert "| clip-finetune-tiny − clip-probe-tiny |" in markdown and "; images [" in markdown
+    assert "## Every run" in markdown
+    index = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    assert index["seeds"] == [0, 1] and index["runs"][1]["column"] == "clip-probe-tiny"
+
+    # The same comparison written as a study, plus one more column: only that column's runs train.
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny-study",
+                "base": "tiny",
+                "overrides": FAST,
+                "seeds": [0, 1],
+                "reference": "clip-probe-tiny",
+                "columns": {"clip-probe-tiny": {}, "clip-finetune-tiny": {"config": "clip-finetune-tiny"}},
+            }
+        ),
+        encoding="utf-8",
+    )
+    trained = []
+    real_train = train_module.train
+
+    def counting_train(config, **kwargs):
+        trained.append(Path(config.output.run_dir).name)
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", counting_train)
+    options.pop("base")
+    again = compare(["cnn-tiny"], synthetic, study=study, **options)
+    assert trained == ["cnn-tiny-seed0", "cnn-tiny-seed1"]
+    assert [r.status for r in again.runs[:4]] == ["reused"] * 4 and again.reference == "clip-probe-tiny"
+    assert load_train_config(out / "runs" / "cnn-tiny-seed1" / "config.yaml").trainer.max_epochs == 1
+    pd.testing.assert_frame_equal(again.tables["auc"][labels], result.tables["auc"][labels])
+    assert "Study `tiny-study`." in again.markdown_path.read_text(encoding="utf-8")
+
+
+def test_seeds_are_checked(synthetic: Path, tmp_path: Path) -> None:
+    from mfclip.engine.compare import parse_seeds
+
+    assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds("0-1, 5") == [0, 1, 5]
+    with pytest.raises(ConfigError, match=r"--seeds: 'x' is not a seed"):
+        parse_seeds("0,x")
+    with pytest.raises(ConfigError, match="--seeds: '3-1'"):
+        parse_seeds("3-1")
+    kwargs = {"out_dir": tmp_path, "base": "tiny"}
+    with pytest.raises(ConfigError, match="repeats a seed"):
+        compare(["clip-probe-tiny"], synthetic, seeds=[0, 0], **kwargs)
+    with pytest.raises(ConfigError, match="either as seeds"):
+        compare(["clip-probe-tiny"], synthetic, seeds=[0], overrides=["trainer.seed=3"], **kwargs)
+    with pytest.raises(
+        ConfigError, match=r"reference 'clip-probe' is not one of the compared.*clip-probe-tiny"
+    ):
+        compare(["clip-probe-tiny"], synthetic, seeds=[0], reference="clip-probe", **kwargs)
+
+
+def test_studies_load_and_every_column_builds_its_model() -> None:
+    from mfclip.engine.compare import list_studies, load_study
+
+    assert list_studies()
+    for name in list_studies():
+        study = load_study(name)
+        entries = study.entries()
+        assert [e.label for e in entries] == list(study.columns)
+        assert study.reference in study.columns and len(study.seeds or []) >= 3
+        for entry in entries:
+            config = load_train_config(entry.config, [*entry.overrides, *study.overrides])
+            model = create_model(config.model.name, **config.model.overrides)
+            assert model.image_size == 64, entry.label
+
+
+def test_unknown_or_broken_studies_are_one_line_errors(tmp_path: Path) -> None:
+    from mfclip.engine.compare import load_study
+
+    with pytest.raises(ConfigError, match="unknown study 'nope'"):
+        load_study("nope")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nreference: b\ncolumns: {a: {}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="reference 'b' is not one of its columns"):
+        load_study(broken)
+    broken.write_text("name: x\ncolumns: {a: {overides: []}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="overides"):
+        load_study(broken)
