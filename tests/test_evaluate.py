@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mfclip.data.manifest import ManifestError
 from mfclip.engine.evaluate import EvaluationError, build_test_sets, default_eval_dir, evaluate
 from mfclip.metrics import load_predictions
 from mfclip.models.baselines import ClipBaseline
@@ -248,7 +249,8 @@ def test_bad_requests_fail_with_clear_messages(dataset: Path, run_dir: Path, tmp
     only_train = tmp_path / "train.csv"
     pd.read_csv(dataset / "manifest.csv").query("split == 'train'").to_csv(only_train, index=False)
     with pytest.raises(
-        ConfigError, match=r"^split: 'test' does not occur among the rows of .*train\.csv \(present: train\)"
+        ManifestError,
+        match=r"^split: 'test' does not occur among the rows of .*train\.csv \(present: train\)",
     ):
         build_test_sets(manifest=only_train, root=dataset)
     with pytest.raises(EvaluationError, match=r"missing\.csv: manifest not found"):
@@ -258,7 +260,7 @@ def test_bad_requests_fail_with_clear_messages(dataset: Path, run_dir: Path, tmp
     bundled = build_test_sets("diff-cross-forgery", manifest=_diff_like(tmp_path), variant="fs")
     assert [t.name for t in bundled] == ["t2i", "i2i", "fs", "fe"]
     with pytest.raises(
-        ConfigError,
+        ManifestError,
         match=r"protocol 'diff-cross-forgery': test\.i2i\.generators: 'SDXL_Refine', 'LoRA', "
         r"'DreamBooth', 'FreeDoM_I' do not occur among the fake rows of split test of .*diff10\.csv "
         r"\(present: CoDiff, DCFace, DiffFace, FreeDoM_T, HPS, Imagic, Midjourney, SDXL, cycle_diff\)$",
@@ -268,13 +270,13 @@ def test_bad_requests_fail_with_clear_messages(dataset: Path, run_dir: Path, tmp
         )
     # A misspelt name used to select nothing silently, or a set without the generator it names.
     with pytest.raises(
-        ConfigError, match=r"test\.unseen\.generators: 'GenC' does not occur .* \(present: GenA, GenB\)"
+        ManifestError, match=r"test\.unseen\.generators: 'GenC' does not occur .* \(present: GenA, GenB\)"
     ):
         build_test_sets(_protocol_with(tmp_path, dataset, "unseen: {split: test, generators: [GenB, GenC]}"))
     with pytest.raises(ConfigError, match=r"test\.seen\.split: Value error, unknown split 'tset'"):
         build_test_sets(_protocol_with(tmp_path, dataset, "seen: {split: tset, generators: [GenA]}"))
     with pytest.raises(
-        ConfigError,
+        ManifestError,
         match=r"test\.seen\.datasets: 'tyo' does not occur .* \(present: toy\); did you mean 'toy'\?$",
     ):
         build_test_sets(_protocol_with(tmp_path, dataset, "seen: {split: test, datasets: [tyo]}"))

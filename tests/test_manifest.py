@@ -17,6 +17,7 @@ from mfclip.data.manifest import (
     load_manifest,
     parse_label,
     read_manifest,
+    select_rows,
     summarize_manifest,
     validate_manifest,
     write_manifest,
@@ -223,7 +224,46 @@ def test_load_manifest_root_defaults_to_manifest_folder(tree) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# labels, assign_splits, summary
+# labels, select_rows, assign_splits, summary
+
+
+def test_select_rows_protocol_examples(tree) -> None:
+    _, df = tree
+    train = select_rows(df, split="train", forgery_type=["face_swap"])
+    assert train.index.tolist() == [0, 3]  # the train real + the face-swap fake, row numbers kept
+    only_fakes = select_rows(df, split=["train", "val"], generator="SDXL", include_real=False)
+    assert only_fakes.index.tolist() == [2]
+    held_out = select_rows(df, dataset="toy", exclude_generator=["SDXL"])
+    assert held_out.index.tolist() == [0, 1, 3, 5]
+    by_subset = select_rows(df.assign(subset=["", "", "t2i", "fs", "", ""]), fake_where={"subset": "t2i"})
+    assert by_subset.index.tolist() == [0, 1, 2]
+    assert select_rows(df, where={"dataset": "other"}).index.tolist() == [4]
+    only_reals = select_rows(df, split="train", include_fake=False)
+    assert only_reals.index.tolist() == [0]
+    other_reals = select_rows(df, generator="StyleGAN3", dataset="other", real_dataset="toy")
+    assert other_reals.index.tolist() == [0, 1, 4]
+
+
+def test_select_rows_is_strict_about_every_name(tree) -> None:
+    _, df = tree
+    with pytest.raises(ManifestError, match=r"^generator: 'SDXL2' does not occur .*; did you mean 'SDXL'\?$"):
+        select_rows(df, generator=["SDXL2"])
+    # StyleGAN3 exists, but not among the train split's fakes: that selection would silently lack it.
+    with pytest.raises(
+        ManifestError, match=r"generator: 'StyleGAN3' does not occur among the fake rows of split train"
+    ):
+        select_rows(df, split="train", generator=["SDXL", "StyleGAN3"])
+    with pytest.raises(ManifestError, match=r"^subset: the manifest has no column 'subset'$"):
+        select_rows(df, fake_where={"subset": "t2i"})
+    with pytest.raises(
+        ManifestError,
+        match=r"^split: 'tset' does not occur among the rows of the manifest \(present: test, train, val\)",
+    ):
+        select_rows(df, split="tset")
+    with pytest.raises(
+        ManifestError, match=r"^the selection \(split=\['val'\], include_fake=False\) selects no rows"
+    ):
+        select_rows(df, split="val", include_fake=False)  # val holds no real
 
 
 def test_one_label_parser_for_manifests_importers_and_preprocess() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from mfclip.data.manifest import ManifestError
 from mfclip.engine.protocol import list_protocols, load_protocol
 from mfclip.utils.config import ConfigError
 
@@ -252,7 +253,7 @@ def test_every_name_a_selector_uses_must_occur_in_the_rows_it_filters() -> None:
     manifest.attrs["source"] = "ffpp.csv"
 
     def refused(selector: dict, key: str = "test.x") -> str:
-        with pytest.raises(ConfigError) as caught:
+        with pytest.raises(ManifestError) as caught:
             RowSelector.from_dict(selector).select(manifest, key=key, where="protocol 'p'")
         return str(caught.value)
 
@@ -273,13 +274,15 @@ def test_every_name_a_selector_uses_must_occur_in_the_rows_it_filters() -> None:
     only_train = manifest[manifest["split"] == "train"].copy()
     only_train.attrs["source"] = "train.csv"
     with pytest.raises(
-        ConfigError,
+        ManifestError,
         match=r"^val\.split: 'val' does not occur among the rows of train\.csv \(present: train\)$",
     ):
         RowSelector(split=["val"]).select(only_train, key="val")
     # Names that occur, but not together: the selection is empty.
     with pytest.raises(
-        ConfigError, match=r"test\.x \(split=\['test'\], generators=\['Deepfakes'\], .*selects no rows"
+        ManifestError,
+        match=r"^test\.x \(split=\['test'\], generators=\['Deepfakes'\], exclude_generators=\['Deepfakes'\], "
+        r"include_real=False\) selects no rows of ffpp\.csv",
     ):
         RowSelector.from_dict(
             {
@@ -297,7 +300,7 @@ def test_protocol_select_names_the_protocol_and_part() -> None:
     assert _fakes(protocol.select("test.unseen", manifest)) == {"DCFace"}
     without = manifest[manifest["generator"] != "DiffFace"]
     with pytest.raises(
-        ConfigError, match=r"^protocol 'diff-leave-generator-out-fs-DCFace': train\.generators: 'DiffFace'"
+        ManifestError, match=r"^protocol 'diff-leave-generator-out-fs-DCFace': train\.generators: 'DiffFace'"
     ):
         protocol.select("train", without)
     with pytest.raises(ConfigError, match=r"has no 'test\.nope' selector"):

@@ -14,6 +14,7 @@ import yaml
 
 from mfclip.cli.errors import run_app
 from mfclip.cli.main import app
+from mfclip.data.manifest import ManifestError
 from mfclip.engine.callbacks import AtomicCheckpointIO
 from mfclip.engine.config import DataSection, TrainConfig, list_train_presets, load_train_config
 from mfclip.engine.datamodule import EpochSampler, SamplingPosition, resolve_rows
@@ -210,7 +211,7 @@ def test_protocol_validation(toy: Path) -> None:
         toy, "misspelt", {"train": {"split": "train", "generators": ["SDLX"]}, "val": {"split": "val"}}
     )
     with pytest.raises(
-        ConfigError, match=r"protocol 'misspelt': train\.generators: 'SDLX' does not occur.*SDXL"
+        ManifestError, match=r"protocol 'misspelt': train\.generators: 'SDLX' does not occur.*SDXL"
     ):
         resolve_rows(DataSection(protocol=misspelt))
     leaky = _protocol(toy, "leaky", {"train": {"split": "train"}, "val": {"split": ["train", "val"]}})

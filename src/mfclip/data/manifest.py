@@ -25,7 +25,7 @@ import os
 import posixpath
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -577,6 +577,155 @@ def load_manifest(
     df.attrs["root"] = str(root_path)
     df.attrs["dropped_rows"] = len(dropped)
     return df
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection
+
+Values = str | Iterable[str] | None
+
+
+def _as_list(value: Values) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def select_rows(
+    df: pd.DataFrame,
+    split: Values = None,
+    dataset: Values = None,
+    forgery_type: Values = None,
+    family: Values = None,
+    generator: Values = None,
+    include_real: bool = True,
+    exclude_generator: Values = None,
+    where: Mapping[str, Values] | None = None,
+    fake_where: Mapping[str, Values] | None = None,
+    *,
+    include_fake: bool = True,
+    real_dataset: Values = None,
+    key: str | None = None,
+    context: str | None = None,
+    field_names: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Rows matching the filters, in manifest order, keeping the manifest row numbers as the index.
+
+    Each filter takes one value or a list (None: any). ``split`` and ``where`` (column → values) apply
+    to every row; ``forgery_type``, ``family``, ``generator``, ``exclude_generator`` and ``fake_where``
+    choose among the fakes; ``dataset`` applies to the fakes and, unless ``real_dataset`` names others,
+    to the reals. Reals are kept when ``include_real``, fakes when ``include_fake``. E.g. "split=train,
+    forgery_type in [entire_synthesis] plus reals" is
+    ``select_rows(df, split="train", forgery_type=["entire_synthesis"])``.
+
+    Strict: every value must occur in the rows it filters (the selected splits; the fakes for the fake
+    filters, the reals for ``real_dataset``), a column must exist, and the selection must not be empty;
+    otherwise :class:`ManifestError` names the filter (``{context}: {key}.{filter}``, the filter shown
+    by ``field_names``), the missing values and those present. Protocols select through this
+    (:meth:`mfclip.engine.protocol.RowSelector.select`).
+    """
+    source = df.attrs.get("source", "the manifest")
+    prefix = f"{context}: " if context else ""
+    names = dict(field_names or {})
+
+    def label(field: str) -> str:
+        shown = names.get(field, field)
+        return f"{prefix}{key}.{shown}" if key else f"{prefix}{shown}"
+
+    def column(name: str, field: str) -> pd.Series:
+        if name not in df.columns:
+            raise ManifestError(f"{label(field)}: {source} has no column {name!r}")
+        return df[name].map(_as_text)
+
+    def require(field: str, wanted: list[str] | None, values: pd.Series, scope: str) -> None:
+        if wanted is None:
+            return
+        present = set(values.unique().tolist())
+        missing = [value for value in wanted if value not in present]
+        if not missing:
+            return
+        shown = sorted(v for v in present if v)
+        listing = ", ".join(shown[:30]) + (f" and {len(shown) - 30} more" if len(shown) > 30 else "")
+        hint = closest(missing[0], shown) if len(missing) == 1 else None
+        raise ManifestError(
+            f"{label(field)}: {', '.join(map(repr, missing))} {'does' if len(missing) == 1 else 'do'} "
+            f"not occur among {scope} of {source} (present: {listing or 'none'})"
+            + (f"; did you mean {hint!r}?" if hint else "")
+        )
+
+    splits = _as_list(split)
+    everything = pd.Series(True, index=df.index)
+    base = everything.copy()
+    if splits is not None:
+        values = column("split", "split")
+        require("split", splits, values, "the rows")
+        base &= values.isin(splits)
+    within = f"split {', '.join(splits)}" if splits is not None else "any split"
+    for name, value in (where or {}).items():
+        wanted = _as_list(value)
+        values = column(name, name)
+        require(name, wanted, values[base], f"the rows of {within}")
+        base &= values.isin(wanted or [])
+    labels = label_values(df["label"])
+    fake, real = base & (labels == 1), base & (labels == 0)
+    fake_filters = [
+        ("forgery_type", "forgery_type", forgery_type),
+        ("family", "family", family),
+        ("generator", "generator", generator),
+        *((name, name, value) for name, value in (fake_where or {}).items()),
+    ]
+    scope = f"the fake rows of {within}"
+    kept_fakes = fake.copy()
+    for filter_name, column_name, value in fake_filters:
+        wanted = _as_list(value)
+        if wanted is not None:
+            values = column(column_name, filter_name)
+            require(filter_name, wanted, values[fake], scope)
+            kept_fakes &= values.isin(wanted)
+    excluded = _as_list(exclude_generator)
+    if excluded is not None:
+        values = column("generator", "exclude_generator")
+        require("exclude_generator", excluded, values[fake], scope)
+        kept_fakes &= ~values.isin(excluded)
+    datasets, real_datasets = _as_list(dataset), _as_list(real_dataset)
+    kept_reals = real.copy()
+    if datasets is not None or real_datasets is not None:
+        values = column("dataset", "dataset")
+        filtered = (fake if include_fake else False) | (
+            real if include_real and real_datasets is None else False
+        )
+        require("dataset", datasets, values[filtered], f"the rows of {within}")
+        if include_real:
+            require("real_dataset", real_datasets, values[real], f"the real rows of {within}")
+        if datasets is not None:
+            kept_fakes &= values.isin(datasets)
+        if real_datasets is not None or datasets is not None:
+            kept_reals &= values.isin(real_datasets if real_datasets is not None else datasets)
+    selected = df[(kept_fakes & include_fake) | (kept_reals & include_real)]
+    if selected.empty:
+        given = {
+            "split": splits,
+            "dataset": datasets,
+            "forgery_type": forgery_type,
+            "family": family,
+            "generator": generator,
+            "exclude_generator": excluded,
+            "real_dataset": real_datasets,
+            **(where or {}),
+            **(fake_where or {}),
+            "include_real": None if include_real else False,
+            "include_fake": None if include_fake else False,
+        }
+        filters = ", ".join(
+            f"{names.get(k, k)}={_as_list(v) if isinstance(v, str) else v}"
+            for k, v in given.items()
+            if v is not None
+        )
+        raise ManifestError(
+            f"{prefix}{key or 'the selection'} ({filters or 'all rows'}) selects no rows of {source}: "
+            "each filter matches rows, but not together"
+        )
+    return selected
 
 
 # --------------------------------------------------------------------------------------------------

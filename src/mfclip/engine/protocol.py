@@ -27,8 +27,8 @@ from typing import Literal
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from mfclip.data.manifest import SPLITS
-from mfclip.utils.config import ConfigError, StrictConfig, closest, deep_merge, load_yaml
+from mfclip.data.manifest import SPLITS, select_rows
+from mfclip.utils.config import ConfigError, StrictConfig, deep_merge, load_yaml
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "configs" / "protocols"
 
@@ -37,6 +37,17 @@ def _as_list(value: str | list[str] | None) -> list[str] | None:
     if value is None:
         return None
     return [value] if isinstance(value, str) else list(value)
+
+
+#: How :func:`~mfclip.data.manifest.select_rows` names the selector's fields in its errors.
+SELECTOR_FIELDS = {
+    "dataset": "datasets",
+    "forgery_type": "forgery_types",
+    "family": "families",
+    "generator": "generators",
+    "exclude_generator": "exclude_generators",
+    "real_dataset": "real_datasets",
+}
 
 
 class RowSelector(StrictConfig):
@@ -80,83 +91,28 @@ class RowSelector(StrictConfig):
         return value
 
     def select(self, df: pd.DataFrame, key: str | None = None, where: str | None = None) -> pd.DataFrame:
-        """The selected rows of ``df`` (a manifest), in manifest order; strict about every name.
+        """The selected rows of ``df`` (a manifest), in manifest order, by
+        :func:`~mfclip.data.manifest.select_rows`: strict about every name it lists.
 
-        Each value a filter names must occur in the rows it filters: ``split`` in the manifest, forgery
-        types, families and generators among the fakes of the selected splits, ``datasets`` among the
-        rows it keeps, ``real_datasets`` among the reals; and the selection must not be empty.
-        Otherwise :class:`~mfclip.utils.config.ConfigError` names the filter as ``{where}:
-        {key}.{filter}`` (e.g. ``protocol 'toy': test.unseen.generators``), the values that are missing
-        and those that occur.
+        A name missing from the rows it filters, or an empty selection, raises
+        :class:`~mfclip.data.manifest.ManifestError` naming ``{where}: {key}.{filter}`` (e.g.
+        ``protocol 'toy': test.unseen.generators``), the missing names and those present.
         """
-        manifest = df.attrs.get("source", "the manifest")
-        prefix = f"{where}: " if where else ""
-        name = f"{key}." if key else ""
-
-        def column(field: str) -> pd.Series:
-            return df[field].astype(str) if field in df.columns else pd.Series("", index=df.index)
-
-        def require(field: str, wanted: list[str] | None, values: pd.Series, scope: str) -> None:
-            if wanted is None:
-                return
-            present = set(values.unique().tolist())
-            missing = [value for value in wanted if value not in present]
-            if not missing:
-                return
-            shown = sorted(v for v in present if v)
-            listing = ", ".join(shown[:30]) + (f" and {len(shown) - 30} more" if len(shown) > 30 else "")
-            hint = closest(missing[0], shown) if len(missing) == 1 else None
-            suggestion = f"; did you mean {hint!r}?" if hint else ""
-            raise ConfigError(
-                f"{prefix}{name}{field}: {', '.join(map(repr, missing))} "
-                f"{'does' if len(missing) == 1 else 'do'} not occur among {scope} of {manifest} "
-                f"(present: {listing or 'none'}){suggestion}"
-            )
-
-        splits = column("split")
-        require("split", self.split, splits, "the rows")
-        base = splits.isin(self.split) if self.split is not None else pd.Series(True, index=df.index)
-        within = f"split {', '.join(self.split)}" if self.split is not None else "any split"
-        labels = df["label"].astype(int)
-        fake, real = base & (labels == 1), base & (labels == 0)
-        for field, manifest_column in (
-            ("forgery_types", "forgery_type"),
-            ("families", "family"),
-            ("generators", "generator"),
-            ("exclude_generators", "generator"),
-        ):
-            require(field, getattr(self, field), column(manifest_column)[fake], f"the fake rows of {within}")
-        datasets = column("dataset")
-        kept = (fake if self.include_fake else False) | (
-            real if self.include_real and self.real_datasets is None else False
+        return select_rows(
+            df,
+            split=self.split,
+            dataset=self.datasets,
+            forgery_type=self.forgery_types,
+            family=self.families,
+            generator=self.generators,
+            exclude_generator=self.exclude_generators,
+            include_real=self.include_real,
+            include_fake=self.include_fake,
+            real_dataset=self.real_datasets,
+            key=key,
+            context=where,
+            field_names=SELECTOR_FIELDS,
         )
-        require("datasets", self.datasets, datasets[kept], f"the rows of {within}")
-        if self.include_real:
-            require("real_datasets", self.real_datasets, datasets[real], f"the real rows of {within}")
-
-        if self.datasets is not None:
-            fake &= datasets.isin(self.datasets)
-        for field, manifest_column in (
-            ("forgery_types", "forgery_type"),
-            ("families", "family"),
-            ("generators", "generator"),
-        ):
-            wanted = getattr(self, field)
-            if wanted is not None:
-                fake &= column(manifest_column).isin(wanted)
-        if self.exclude_generators is not None:
-            fake &= ~column("generator").isin(self.exclude_generators)
-        real_datasets = self.real_datasets if self.real_datasets is not None else self.datasets
-        if real_datasets is not None:
-            real &= datasets.isin(real_datasets)
-        mask = (fake & self.include_fake) | (real & self.include_real)
-        selected = df[mask]
-        if selected.empty:
-            raise ConfigError(
-                f"{prefix}{key or 'the selection'} ({self.describe()}) selects no rows of {manifest}: "
-                "each filter matches rows, but not together"
-            )
-        return selected
 
     def describe(self) -> str:
         """The filters that are set, as ``split=['test'], generators=['SDXL']``."""
