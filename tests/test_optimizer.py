@@ -26,6 +26,12 @@ def groups_by_name(module: DetectorModule) -> dict[str, dict]:
     return {group["name"]: group for group in module.optimizer_groups()}
 
 
+def module_with_pretrained_image_tower() -> DetectorModule:
+    model = create_model("mfclip-tiny")
+    load_clip_weights_into(model, visual_weights(), strict=False)
+    return DetectorModule(model, OPTIM)
+
+
 def test_a_fresh_model_trains_every_tower_at_the_new_rate() -> None:
     module = DetectorModule(create_model("mfclip-tiny"), OPTIM)
     groups = groups_by_name(module)
@@ -38,9 +44,8 @@ def test_a_fresh_model_trains_every_tower_at_the_new_rate() -> None:
 
 
 def test_loaded_towers_train_at_the_pretrained_rate_without_decay_on_gains_and_scale() -> None:
-    model = create_model("mfclip-tiny")
-    load_clip_weights_into(model, visual_weights(), strict=False)
-    module = DetectorModule(model, OPTIM)
+    module = module_with_pretrained_image_tower()
+    model = module.model
     groups = groups_by_name(module)
     assert set(groups) == {"pretrained", "pretrained_no_decay", "new", "new_no_decay"}
     visual = {id(p) for p in model.clip_towers()["visual"].parameters()}
@@ -61,9 +66,7 @@ def test_loaded_towers_train_at_the_pretrained_rate_without_decay_on_gains_and_s
 
 
 def test_configure_optimizers_logs_the_groups_and_applies_them() -> None:
-    model = create_model("mfclip-tiny")
-    load_clip_weights_into(model, visual_weights(), strict=False)
-    module = DetectorModule(model, OPTIM)
+    module = module_with_pretrained_image_tower()
 
     class Trainer:  # what configure_optimizers reads of a trainer
         num_training_batches = 4
@@ -90,9 +93,7 @@ def test_a_frozen_tower_is_reported_as_frozen() -> None:
 
 
 def test_resuming_keeps_the_groups_the_run_trained_with() -> None:
-    model = create_model("mfclip-tiny")
-    load_clip_weights_into(model, visual_weights(), strict=False)
-    module = DetectorModule(model, OPTIM)
+    module = module_with_pretrained_image_tower()
     checkpoint: dict = {"optimizer_states": [{}]}
     module.on_save_checkpoint(checkpoint)
     assert checkpoint[PRETRAINED_TOWERS_KEY] == ["visual"]
