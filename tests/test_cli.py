@@ -181,3 +181,74 @@ def test_a_full_disk_on_stdout_is_one_line(tiny_checkpoint: Path, small_benchmar
     assert done.returncode == 2
     assert "cannot write the output: No space left on device" in one_error_line(done.stderr)
     assert "Exception ignored" not in done.stderr
+
+
+def test_file_system_errors_name_the_path_in_one_line(tmp_path: Path, capsys) -> None:
+    long_name = tmp_path / ("a" * 300)  # longer than any file system allows
+    blocker = tmp_path / "afile"
+    blocker.write_text("keep me", encoding="utf-8")
+    cases = {
+        ("manifest", "summary", f"{long_name}.csv"): f"{long_name}.csv: File name too long",
+        ("synth", "--out", str(long_name), "-q"): f"{long_name}: File name too long",
+        ("import", "folder", "--root", str(tmp_path), "--out", f"{long_name}.csv"): "File name too long",
+        ("demo", "--out", str(blocker), "--fast"): f"{blocker}: is a file, where a folder is needed",
+    }
+    for argv, expected in cases.items():
+        assert run_app(app, list(argv)) == 2, argv
+        assert expected in one_error_line(capsys.readouterr().err), argv
+    assert blocker.read_text(encoding="utf-8") == "keep me"
+
+
+def write_predictions_csv(path: Path) -> Path:
+    rows = ["path,label,p_fake,generator"]
+    rows += [f"r{i}.png,0,{0.1 + i / 100:.2f}," for i in range(4)]
+    rows += [f"f{i}.png,1,{0.6 + i / 100:.2f},SDXL" for i in range(4)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_report_refuses_an_unknown_grouping_column_a_folder_as_output_and_endless_bootstrap(
+    tmp_path: Path, capsys
+) -> None:
+    predictions = write_predictions_csv(tmp_path / "predictions.csv")
+    assert run_app(app, ["report", str(predictions), "--group-by", "generatr"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "column 'generatr' is in none of the predictions; did you mean 'generator'?" in line
+    assert run_app(app, ["report", str(predictions), "--out", str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a folder, where a file is needed" in one_error_line(capsys.readouterr().err)
+    assert run_app(app, ["report", str(predictions), "--bootstrap", "100000000000"]) == 2
+    assert "--bootstrap must be from 0 (0: no intervals) to" in one_error_line(capsys.readouterr().err)
+    assert run_app(app, ["report", str(predictions), "--group-by", "generator"]) == 0
+    assert "SDXL" in capsys.readouterr().out
+
+
+def test_huge_or_meaningless_numbers_are_refused_before_any_work(
+    tiny_checkpoint: Path, small_benchmark: Path, tmp_path: Path, capsys
+) -> None:
+    image = str(first_image(small_benchmark))
+    manifest = str(small_benchmark / "manifest.csv")
+    cases = {
+        ("predict", "-c", str(tiny_checkpoint), image, "--devices", "10000000000000000000000"): "'--devices'",
+        ("predict", "-c", str(tiny_checkpoint), image, "--threads", "100000000000"): "'--threads'",
+        ("export", "-c", str(tiny_checkpoint), "--opset", "0"): "'--opset'",  # used to mean the default
+        ("export", "-c", str(tiny_checkpoint), "--atol", "-1"): "'--atol'",
+        ("eval", "-c", str(tiny_checkpoint), "-m", manifest, "--bootstrap", "10000000000"): "--bootstrap",
+        ("synth", "--out", str(tmp_path / "s"), "--size", "10000000000000000000000"): "size must be",
+        ("demo", "--out", str(tmp_path / "d"), "--size", "3", "--fast"): "size must be an integer from 24",
+    }
+    for argv, expected in cases.items():
+        assert run_app(app, list(argv)) == 2, argv
+        captured = capsys.readouterr()
+        assert expected in one_error_line(captured.err), argv
+        assert "mfclip predict: model" not in captured.err and "mfclip export: model" not in captured.err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "d").exists()
+
+
+def test_eval_refuses_a_missing_root_before_writing_anything(
+    tiny_checkpoint: Path, small_benchmark: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "eval"
+    argv = ["eval", "-c", str(tiny_checkpoint), "-m", str(small_benchmark / "manifest.csv")]
+    assert run_app(app, [*argv, "--root", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "'--root'" in one_error_line(capsys.readouterr().err)
+    assert not out.exists()

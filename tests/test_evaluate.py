@@ -291,6 +291,35 @@ def test_bad_requests_fail_with_clear_messages(dataset: Path, run_dir: Path, tmp
         build_test_sets("cross-dataset", manifest=dataset / "manifest.csv")
 
 
+def test_rows_left_unscored_are_named_by_the_row_a_spreadsheet_shows(
+    dataset: Path, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mfclip.engine.evaluate as evaluation
+
+    manifest = pd.read_csv(dataset / "manifest.csv")
+    first_test = int(manifest.index[manifest["split"] == "test"][0])
+    read_scores = evaluation.read_scores
+
+    def losing_one_row(log):  # as if the partial scores had lost a row
+        scores = read_scores(log)
+        return scores[scores["row"] != first_test]
+
+    monkeypatch.setattr(evaluation, "read_scores", losing_one_row)
+    spreadsheet_row = first_test + 2  # the header is row 1
+    with pytest.raises(
+        EvaluationError,
+        match=rf"1 row\(s\) were not scored \(e\.g\. row {spreadsheet_row} of manifest\.csv\)",
+    ):
+        evaluate(
+            run_dir / "best",
+            manifest=dataset / "manifest.csv",
+            out_dir=tmp_path / "eval",
+            workers=0,
+            plots=False,
+            progress=False,
+        )
+
+
 def _protocol_with(tmp_path: Path, dataset: Path, test_set: str) -> Path:
     path = tmp_path / "protocol.yaml"
     path.write_text(

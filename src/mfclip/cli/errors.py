@@ -8,10 +8,13 @@ import io
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import TextIO
 
 import typer
 from typer.main import get_command
+
+from mfclip.data.paths import display_path
 
 # Exceptions that mean "the user's input is wrong"; their message already names the file or field.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -94,6 +97,22 @@ def _run(app: typer.Typer, argv: list[str] | None) -> int:
         if context is not None:
             print(f"(see '{context.command_path} -h')", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))
+    except OSError as exc:
+        if os.environ.get("MFCLIP_DEBUG"):
+            raise
+        if exc.errno is not None and exc.filename is not None:
+            # A file system answer about a path the user gave (or one made from it): name the path.
+            _error_line(describe_os_error(exc))
+        elif exc.errno in WRITE_FAILURES:
+            _silence_stdout()
+            _error_line(f"cannot write the output: {exc.strerror or exc}")
+            return 2
+        elif isinstance(exc, USER_ERRORS):
+            _error_line(str(exc))
+        else:
+            raise
+        print("(set MFCLIP_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 2
     except USER_ERRORS as exc:
         if os.environ.get("MFCLIP_DEBUG"):
             raise
@@ -101,14 +120,28 @@ def _run(app: typer.Typer, argv: list[str] | None) -> int:
         _error_line(str(message))
         print("(set MFCLIP_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if exc.errno not in WRITE_FAILURES or os.environ.get("MFCLIP_DEBUG"):
-            raise
-        where = f" {exc.filename}" if exc.filename else " the output"
-        _silence_stdout()
-        _error_line(f"cannot write{where}: {exc.strerror or exc}")
-        return 2
     return result if isinstance(result, int) else 0
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an operating-system error about a path: the path first, then what is wrong with it.
+
+    A rename reports its destination (the path the user chose), not the temporary file written first.
+    """
+    path = os.fsdecode(exc.filename2 if exc.filename2 is not None else exc.filename)
+    shown = display_path(path)
+    if isinstance(exc, FileExistsError) and os.path.lexists(path) and not os.path.isdir(path):
+        return f"{shown}: is a file, where a folder is needed"
+    if isinstance(exc, NotADirectoryError):
+        blocker = next((p for p in (path, *map(str, Path(path).parents)) if os.path.isfile(p)), None)
+        if blocker is not None and blocker != path:
+            return f"{display_path(blocker)}: is a file, where a folder is needed (for {shown})"
+        return f"{shown}: is not a folder"
+    if isinstance(exc, IsADirectoryError):
+        return f"{shown}: is a folder, where a file is needed"
+    if exc.errno in WRITE_FAILURES:
+        return f"cannot write {shown}: {exc.strerror or exc}"
+    return f"{shown}: {exc.strerror or exc}"
 
 
 def _error_line(message: str) -> None:

@@ -35,7 +35,11 @@ def eval_command(
         None, "--manifest", "-m", help="A manifest: alone, its --split rows; with --protocol, its manifest."
     ),
     root: Path = typer.Option(
-        None, "--root", help="Folder image paths are relative to (default: manifest's)."
+        None,
+        "--root",
+        exists=True,
+        file_okay=False,
+        help="Folder image paths are relative to (default: manifest's).",
     ),
     split: list[str] = typer.Option(
         ["test"], "--split", help="With --manifest alone: the split(s) to score, or 'all'."
@@ -71,8 +75,10 @@ def eval_command(
     used (RUN/config.yaml).
     """
     from mfclip.engine.evaluate import evaluate
+    from mfclip.metrics.bootstrap import check_resamples
     from mfclip.metrics.report import METRIC_TITLES, format_value
 
+    check_resamples(bootstrap, "--bootstrap")
     result = evaluate(
         checkpoint,
         protocol=protocol,

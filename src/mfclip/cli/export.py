@@ -25,9 +25,9 @@ def export_command(
         "-o",
         help="Output file (default: <checkpoint name>.onnx or .pt in the current folder).",
     ),
-    opset: int = typer.Option(None, "--opset", help="ONNX opset (default 18)."),
+    opset: int = typer.Option(None, "--opset", min=1, help="ONNX opset (default 18)."),
     exporter: str = typer.Option("auto", "--exporter", help="ONNX: auto, dynamo or torchscript (legacy)."),
-    atol: float = typer.Option(1e-4, "--atol", help="Largest accepted difference from PyTorch."),
+    atol: float = typer.Option(1e-4, "--atol", min=0.0, help="Largest accepted difference from PyTorch."),
 ) -> None:
     """Export the inference path to ONNX or TorchScript, verified against PyTorch.
 

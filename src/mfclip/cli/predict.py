@@ -8,6 +8,8 @@ import typer
 
 #: Exit status when every input failed (documented in docs/inference.md).
 NOTHING_SCORED = 1
+#: More CPU threads, devices or nodes than any machine has: a mistyped number, refused before any work.
+MOST_PARALLEL = 1024
 
 
 def register(app: typer.Typer) -> None:
@@ -41,15 +43,19 @@ def predict_command(
         None, "--workers", "-j", min=0, help="Decoding worker processes (default: by job size)."
     ),
     threads: int = typer.Option(
-        None, "--threads", min=1, help="CPU threads for the model (default: all cores)."
+        None, "--threads", min=1, max=MOST_PARALLEL, help="CPU threads for the model (default: all cores)."
     ),
     resume: bool = typer.Option(False, "--resume", help="Skip paths already in --out and append the rest."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     devices: int = typer.Option(
-        1, "--devices", help="Devices per node (-1: all); >1 shards the job through Lightning."
+        1,
+        "--devices",
+        min=-1,
+        max=MOST_PARALLEL,
+        help="Devices per node (-1: all); >1 shards the job through Lightning.",
     ),
     num_nodes: int = typer.Option(
-        1, "--num-nodes", min=1, help="Nodes for a multi-node job (Lightning DDP)."
+        1, "--num-nodes", min=1, max=MOST_PARALLEL, help="Nodes for a multi-node job (Lightning DDP)."
     ),
     accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator for --devices > 1."),
     max_pixels: int = typer.Option(

@@ -20,7 +20,11 @@ def register(app: typer.Typer) -> None:
         ),
         metric: str = typer.Option("auc", "--metric", "-m", help="auc, ap, eer, acc, real_acc or fake_acc."),
         group_by: list[str] = typer.Option(
-            ["generator", "forgery_type"], "--group-by", "-g", help="Grouping column (repeatable)."
+            None,
+            "--group-by",
+            "-g",
+            help="Grouping column (repeatable; default: generator and forgery_type, where present).",
+            show_default=False,
         ),
         threshold: float = typer.Option(
             0.5, min=0.0, max=1.0, help="A row counts as fake when P(fake) > threshold."
@@ -31,12 +35,14 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Bootstrap seed."),
     ) -> None:
         """Tables of one metric across test sets and groups (rows) and runs (columns)."""
+        from mfclip.metrics.bootstrap import check_resamples
         from mfclip.metrics.compare import compare_runs, render_comparison, run_labels, write_comparison
 
+        check_resamples(bootstrap, "--bootstrap")
         table = compare_runs(
             runs,
             metric=metric,
-            group_by=group_by,
+            group_by=group_by or None,
             threshold=threshold,
             video=video,
             video_aggregate=video_aggregate,

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 def synth(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (created; resumes a partial run)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed and sizes give byte-identical files."),
-    size: int = typer.Option(2000, "--size", help="Number of images (at least 24)."),
+    size: int = typer.Option(2000, "--size", help="Number of images (24 to 1000000)."),
     image_size: int = typer.Option(
         224, "--image-size", help="Side in pixels, a multiple of 8 (64 for quick CPU demos)."
     ),

@@ -92,7 +92,7 @@ def run_demo(
     ``size`` images (default 3000; 120 with ``fast``) of ``image_size`` pixels are generated with
     ``seed``; ``baseline`` is any model preset trained next to ``mfclip-tiny``.
     """
-    from mfclip.data.synth import SynthError, generate_benchmark
+    from mfclip.data.synth import SynthError, check_settings, generate_benchmark
     from mfclip.models.registry import list_models
 
     if baseline not in list_models():
@@ -101,6 +101,7 @@ def run_demo(
         raise ConfigError(f"the baseline must differ from {MODEL}")
     plan = FAST if fast else FULL
     size = int(size if size is not None else plan["size"])
+    check_settings(seed, size, image_size, workers)  # so that the error below is only about the folder
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}

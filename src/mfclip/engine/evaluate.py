@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mfclip.data.manifest import DESCRIPTIVE_COLUMNS
+from mfclip.data.manifest import DESCRIPTIVE_COLUMNS, spreadsheet_row
 from mfclip.engine import runinfo
 from mfclip.engine.protocol import Perturbation, Protocol, RowSelector, load_protocol
 from mfclip.engine.robustness import perturbed_name, resolve_perturbations, robustness_table
@@ -37,8 +37,9 @@ from mfclip.metrics import (
     write_evaluation,
     write_run_report,
 )
+from mfclip.metrics.grouped import check_group_by
 from mfclip.metrics.report import METRICS_FILE, PREDICTIONS_FILES, read_metrics
-from mfclip.utils.config import ConfigError, closest
+from mfclip.utils.config import ConfigError
 from mfclip.utils.io import atomic_write_json, atomic_write_text
 from mfclip.utils.jobs import AppendLog, CsvRows, JobError, JobLock, SettingsStamp, setting_changes
 
@@ -375,8 +376,8 @@ def _predictions(test_set: TestSet, scored: pd.DataFrame) -> tuple[pd.DataFrame,
     missing = rows.index.difference(scores.index)
     if len(missing):
         raise EvaluationError(
-            f"test set {test_set.name!r}: {len(missing)} row(s) were not scored (e.g. row {missing[0]}); "
-            "evaluate again to score them"
+            f"test set {test_set.name!r}: {len(missing)} row(s) were not scored (e.g. row "
+            f"{spreadsheet_row(missing[0])} of {test_set.manifest.name}); evaluate again to score them"
         )
     failed = scores["error"] != ""
     if failed.all():
@@ -567,15 +568,7 @@ def evaluate(
 def _check_group_by(group_by: Sequence[str], test_sets: Sequence[TestSet]) -> None:
     """Refuse, before any scoring, a grouping column that no test set has (a test set that lacks a
     column another one has is fine: it is grouped by the columns it has)."""
-    columns = {str(c) for test_set in test_sets for c in test_set.rows.columns}
-    for column in group_by:
-        if column not in columns:
-            hint = closest(column, columns)
-            suggestion = f"; did you mean {hint!r}?" if hint else ""
-            raise EvaluationError(
-                f"group_by (--group-by) column {column!r} is in none of the test sets{suggestion} "
-                f"(columns: {', '.join(sorted(columns))})"
-            )
+    check_group_by(group_by, (c for test_set in test_sets for c in test_set.rows.columns), "test sets")
 
 
 def _write_test_set(

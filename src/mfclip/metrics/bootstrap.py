@@ -22,6 +22,9 @@ from mfclip.metrics._ranking import METRIC_NAMES, CurveSpec, MetricsError, Ranki
 
 # Bootstrap weight-matrix elements per chunk (replicates x rows): about 8 MiB per float64 matrix.
 CHUNK_ELEMENTS = 1 << 20
+#: The most resamples accepted. Intervals settle within a few thousand, and every resample keeps one
+#: value per metric and group in memory, so a mistyped count must not exhaust it.
+MAX_RESAMPLES = 100_000
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 K = TypeVar("K", bound=Hashable)
@@ -101,6 +104,17 @@ def percentile_interval(values: np.ndarray, alpha: float) -> Interval:
     return Interval(float(low), float(high))
 
 
+def check_resamples(n_resamples: int, name: str = "n_resamples", allow_zero: bool = True) -> None:
+    """Refuse a resample count above :data:`MAX_RESAMPLES` or below 1 (0, "no intervals", where
+    ``allow_zero``); the message names the setting ``name`` (a function argument or a CLI flag)."""
+    lowest = 0 if allow_zero else 1
+    if not lowest <= n_resamples <= MAX_RESAMPLES:
+        meaning = " (0: no intervals)" if allow_zero else ""
+        raise MetricsError(
+            f"{name} must be from {lowest}{meaning} to {MAX_RESAMPLES} bootstrap resamples, got {n_resamples}"
+        )
+
+
 def bootstrap_samples(
     ranking: Ranking,
     specs: Mapping[K, CurveSpec],
@@ -109,8 +123,7 @@ def bootstrap_samples(
     stratified: bool = True,
 ) -> dict[K, dict[str, np.ndarray]]:
     """Metric values of every replicate of several sets of one ranking: ``{set: {metric: (R,)}}``."""
-    if n_resamples < 1:
-        raise MetricsError(f"n_resamples must be at least 1, got {n_resamples}")
+    check_resamples(n_resamples, allow_zero=False)
     out = {key: {name: np.empty(n_resamples) for name in METRIC_NAMES} for key in specs}
     chunk = max(1, CHUNK_ELEMENTS // max(1, ranking.n))
     draws = _draws(ranking, n_resamples, seed, stratified)

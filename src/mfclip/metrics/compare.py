@@ -12,7 +12,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from mfclip.metrics._ranking import MetricsError
-from mfclip.metrics.grouped import DEFAULT_GROUP_BY, OVERALL, evaluate_predictions, metric_rows
+from mfclip.metrics.grouped import (
+    DEFAULT_GROUP_BY,
+    OVERALL,
+    check_group_by,
+    evaluate_predictions,
+    metric_rows,
+)
 from mfclip.metrics.report import (
     EVAL_DIR,
     LABEL_COLUMNS,
@@ -22,6 +28,7 @@ from mfclip.metrics.report import (
     format_value,
     load_predictions,
     markdown_table,
+    prediction_columns,
 )
 from mfclip.utils.io import atomic_write_text
 
@@ -53,7 +60,7 @@ def compare_runs(
     runs: Sequence[str | Path],
     *,
     metric: str = "auc",
-    group_by: Sequence[str] = DEFAULT_GROUP_BY,
+    group_by: Sequence[str] | None = None,
     threshold: float = 0.5,
     video: bool = True,
     video_aggregate: str = "mean",
@@ -65,19 +72,25 @@ def compare_runs(
 
     Rows: each test set's overall frame-level value, its video-level value (when it has video ids),
     then its groups. With ``bootstrap`` > 0, ``<run> low`` / ``<run> high`` columns hold the interval.
+    A ``group_by`` column that none of the predictions has is refused; by default (None) they are
+    grouped by those of :data:`~mfclip.metrics.grouped.DEFAULT_GROUP_BY` they have.
     """
     if metric not in METRIC_TITLES:
         raise MetricsError(f"unknown metric {metric!r}; choose from {list(METRIC_TITLES)}")
     if not runs:
         raise MetricsError("no runs given")
     labels = run_labels(runs)
-    columns = [*LABEL_COLUMNS, *group_by]
-    tables = []
     plan = [
         (label, name, path)
         for label, run in zip(labels, runs, strict=True)
         for name, path in find_predictions(run).items()
     ]
+    if group_by is None:
+        group_by = DEFAULT_GROUP_BY
+    else:
+        check_group_by(group_by, (c for _, _, path in plan for c in prediction_columns(path)), "predictions")
+    columns = [*LABEL_COLUMNS, *group_by]
+    tables = []
     for label, name, path in tqdm(plan, desc="evaluating", unit="test set", disable=len(plan) < 2):
         predictions = load_predictions(path, columns=columns)
         if "test_set" in predictions.columns:

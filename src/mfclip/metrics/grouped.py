@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,12 +26,27 @@ from mfclip.metrics._ranking import METRIC_NAMES, CurveSpec, MetricsError, Ranki
 from mfclip.metrics.binary import UndefinedMetricWarning, finalize
 from mfclip.metrics.bootstrap import bootstrap_samples, percentile_interval
 from mfclip.metrics.video import VIDEO_AGGREGATES, aggregate_by_video, missing_values, video_key
+from mfclip.utils.config import closest
 
 METRICS_FORMAT = "mfclip-metrics"
 METRICS_FORMAT_VERSION = 1
 DEFAULT_GROUP_BY: tuple[str, ...] = ("generator", "forgery_type")
 UNKNOWN_GROUP = "(unknown)"
 OVERALL = "overall"
+
+
+def check_group_by(group_by: Sequence[str], columns: Iterable[str], sets: str = "test sets") -> None:
+    """Refuse a grouping column that none of the ``sets`` has, suggesting the closest of their
+    ``columns`` (a set that lacks a column another one has is fine: it is grouped by those it has)."""
+    available = {str(c) for c in columns}
+    for column in group_by:
+        if column not in available:
+            hint = closest(column, available)
+            suggestion = f"; did you mean {hint!r}?" if hint else ""
+            raise MetricsError(
+                f"group_by (--group-by) column {column!r} is in none of the {sets}{suggestion} "
+                f"(columns: {', '.join(sorted(available))})"
+            )
 
 
 def evaluate_predictions(

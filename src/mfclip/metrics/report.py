@@ -82,6 +82,23 @@ def write_predictions(path: str | Path, predictions: pd.DataFrame) -> Path:
     return path
 
 
+def prediction_columns(path: str | Path) -> list[str]:
+    """The column names of a predictions file (.parquet or .csv), read without loading its rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionsError(f"{path}: predictions file not found")
+    if path.suffix not in (".parquet", ".csv"):
+        raise PredictionsError(f"{path}: predictions must be a .parquet or .csv file")
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except Exception as exc:
+        raise PredictionsError(f"{path}: cannot read predictions: {exc}") from None
+
+
 def load_predictions(path: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
     """Read and validate a predictions file (.parquet or .csv).
 
@@ -89,25 +106,15 @@ def load_predictions(path: str | Path, columns: Iterable[str] | None = None) -> 
     required). Manifest label columns come back as categoricals. Errors name the file and the row.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PredictionsError(f"{path}: predictions file not found")
+    available = prediction_columns(path)
     wanted = None if columns is None else list(dict.fromkeys([*REQUIRED_COLUMNS, *columns]))
+    selected = None if wanted is None else [c for c in wanted if c in available]
     try:
         if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            available = pq.read_schema(path).names
-            selected = None if wanted is None else [c for c in wanted if c in available]
             frame = pd.read_parquet(path, columns=selected)
-        elif path.suffix == ".csv":
-            header = pd.read_csv(path, nrows=0).columns
-            selected = None if wanted is None else [c for c in wanted if c in header]
-            dtypes = {c: "category" for c in LABEL_COLUMNS if c in header}
-            frame = pd.read_csv(path, usecols=selected, dtype=dtypes)
         else:
-            raise PredictionsError(f"{path}: predictions must be a .parquet or .csv file")
-    except PredictionsError:
-        raise
+            dtypes = {c: "category" for c in LABEL_COLUMNS if c in available}
+            frame = pd.read_csv(path, usecols=selected, dtype=dtypes)
     except Exception as exc:
         raise PredictionsError(f"{path}: cannot read predictions: {exc}") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]

@@ -5,6 +5,7 @@ simulated generators (diffusion-like and GAN-like; entire synthesis, face swap, 
 No image shows a real person. Public API:
 
 - :func:`generate_benchmark` → :class:`SynthResult`: write images, manifest, protocol, README, synth.json;
+- :func:`check_settings`: refuse a seed, size, image size or worker count it cannot use;
 - :data:`SYNTH_GENERATORS`: metadata of each generator (:class:`SynthGeneratorInfo`);
 - :data:`SEEN_GENERATORS` / :data:`UNSEEN_GENERATORS`: the protocol's split of generators;
 - :func:`protocol_dict`: the protocol written as ``protocol.yaml``.
@@ -15,6 +16,7 @@ from mfclip.data.synth.benchmark import (
     SYNTH_VERSION,
     SynthError,
     SynthResult,
+    check_settings,
     generate_benchmark,
     protocol_dict,
     protocol_yaml,
@@ -27,12 +29,13 @@ from mfclip.data.synth.generators import (
     UNSEEN_GENERATORS,
     SynthGeneratorInfo,
 )
-from mfclip.data.synth.plan import MIN_SIZE
+from mfclip.data.synth.plan import MAX_SIZE, MIN_SIZE
 
 __all__ = [
     "FAMILIES",
     "FORGERY_TYPES",
     "MANIFEST_COLUMNS",
+    "MAX_SIZE",
     "MIN_SIZE",
     "SEEN_GENERATORS",
     "SYNTH_GENERATORS",
@@ -41,6 +44,7 @@ __all__ = [
     "SynthError",
     "SynthGeneratorInfo",
     "SynthResult",
+    "check_settings",
     "generate_benchmark",
     "protocol_dict",
     "protocol_yaml",

@@ -100,13 +100,14 @@ def _settings(seed: int, size: int, image_size: int) -> dict[str, object]:
     }
 
 
-def _validate(seed: int, size: int, image_size: int, workers: int | None) -> None:
-    from mfclip.data.synth.plan import MIN_SIZE
+def check_settings(seed: int, size: int, image_size: int, workers: int | None = None) -> None:
+    """Refuse settings :func:`generate_benchmark` cannot use (:class:`SynthError` naming the setting)."""
+    from mfclip.data.synth.plan import MAX_SIZE, MIN_SIZE
 
     if not isinstance(seed, int) or seed < 0:
         raise SynthError(f"seed must be a non-negative integer, got {seed!r}")
-    if not isinstance(size, int) or size < MIN_SIZE:
-        raise SynthError(f"size must be an integer of at least {MIN_SIZE}, got {size!r}")
+    if not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise SynthError(f"size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {size!r}")
     if (
         not isinstance(image_size, int)
         or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE
@@ -326,7 +327,7 @@ def generate_benchmark(
     files whatever ``workers``. Images already present from an interrupted run with the same settings are
     kept; a directory holding a benchmark with other settings is refused unless ``overwrite``.
     """
-    _validate(seed, size, image_size, workers)
+    check_settings(seed, size, image_size, workers)
     start = time.perf_counter()
     out_dir = Path(out_dir)
     settings = _settings(seed, size, image_size)

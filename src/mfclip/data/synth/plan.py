@@ -36,6 +36,9 @@ def _cells() -> list[tuple[str, str, float]]:
 
 
 MIN_SIZE = len(_cells()) + 5
+#: The largest benchmark: the plan of every image is held in memory, so a mistyped size must not
+#: exhaust it (a million images at 224 px are about 15 GB of JPEG).
+MAX_SIZE = 1_000_000
 
 
 @dataclass(frozen=True)
