@@ -374,6 +374,45 @@ def test_dfdc(tmp_path: Path) -> None:
     assert "dfdc_train_part_0/weirdlabel.mp4" not in reasons  # reported once, for its label
 
 
+def test_celebdf_test_list_saved_with_a_byte_order_mark_keeps_its_first_video_in_test(tmp_path: Path) -> None:
+    build_celebdf_tree(tmp_path)
+    listed = (tmp_path / "List_of_testing_videos.txt").read_text(encoding="utf-8")
+    (tmp_path / "List_of_testing_videos.txt").write_bytes(
+        "\ufeff".encode() + listed.replace("\n", "\r\n").encode()
+    )
+    result = import_dataset("celebdf", tmp_path)
+    assert by_path(result)["YouTube-real/00170.mp4"]["split"] == "test"  # the first line of the list
+    assert not any("line 1" in warning for warning in result.warnings)
+
+
+def test_dfdc_frame_folder_without_images_falls_back_to_the_video(tmp_path: Path) -> None:
+    import numpy as np
+
+    build_dfdc_tree(tmp_path)
+    part = tmp_path / "dfdc_train_part_0"
+    (part / "frames/aaqaifqrwn").mkdir(parents=True)
+    np.save(part / "frames/aaqaifqrwn/landmarks.npy", np.zeros(3))  # no face found: no frame
+    write_image(part / "frames/bbbbbbbbbb/000.png")
+    for frame in ("000", "001", "002"):  # DeepfakeBench's landmarks beside the frames
+        (part / "landmarks/bbbbbbbbbb").mkdir(parents=True, exist_ok=True)
+        np.save(part / f"landmarks/bbbbbbbbbb/{frame}.npy", np.zeros(3))
+    result = import_dataset("dfdc", tmp_path)
+    rows = by_path(result)
+    assert rows["dfdc_train_part_0/aaqaifqrwn.mp4"]["label"] == 1
+    assert "dfdc_train_part_0/frames/bbbbbbbbbb/000.png" in rows
+    assert "dfdc_train_part_0/bbbbbbbbbb.mp4" not in rows  # its frames are imported instead
+    reasons = skipped_reasons(result)
+    assert reasons["dfdc_train_part_0/landmarks/"] == "folder ignored (face landmarks, not samples)"
+    assert not any(path.startswith("dfdc_train_part_0/landmarks/bbbbbbbbbb") for path in reasons)
+
+
+def test_split_fractions_are_checked_even_when_the_layout_gives_every_split(tmp_path: Path) -> None:
+    build_folder_tree(tmp_path)
+    for fractions in ((0.5, 0.6, 0.1), (-1.0, 1.0, 1.0), (float("nan"), 0.5, 0.5)):
+        with pytest.raises(ManifestError, match="split fractions must be three non-negative numbers"):
+            import_dataset("folder", tmp_path, split_fractions=fractions)
+
+
 def test_deepfakebench_json(tmp_path: Path) -> None:
     json_path = build_deepfakebench_tree(tmp_path)
     result = import_dataset("deepfakebench", tmp_path, json_path=json_path)

@@ -732,6 +732,14 @@ def select_rows(
 # Splits and summaries
 
 
+def check_split_fractions(fractions: Sequence[float]) -> None:
+    """Refuse train/val/test fractions that are not three non-negative numbers summing to 1."""
+    if len(fractions) != 3 or not all(f >= 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+        raise ManifestError(
+            f"split fractions must be three non-negative numbers summing to 1, got {tuple(fractions)}"
+        )
+
+
 def assign_splits(
     df: pd.DataFrame,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
@@ -746,10 +754,7 @@ def assign_splits(
     depends only on ``seed`` and the group, so adding rows never moves existing ones. With ``only_empty``
     rows that already have a valid split keep it.
     """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise ManifestError(
-            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
-        )
+    check_split_fractions(fractions)
     result = df.copy()
     if "split" not in result.columns:
         result["split"] = ""

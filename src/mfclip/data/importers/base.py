@@ -28,6 +28,7 @@ from mfclip.data.manifest import (
     ManifestError,
     assign_splits,
     check_manifest_destination,
+    check_split_fractions,
     write_manifest,
 )
 from mfclip.data.paths import SkipHandler, display_path, list_folder
@@ -432,6 +433,8 @@ def import_dataset(
         raise ImporterError(f"default split must be one of {', '.join(SPLITS)}, got {default_split!r}")
     if verify not in ("none", "header", "full"):
         raise ImporterError(f"verify must be none, header or full, got {verify!r}")
+    if split_fractions is not None:  # checked even when the layout gives every row a split
+        check_split_fractions(split_fractions)
     options = {k: v for k, v in options.items() if v is not None}
     result = info.function(
         root, dataset_name=dataset_name, prompt_set=prompt_set, progress=progress, **options

@@ -93,7 +93,8 @@ def read_test_list(path: Path, builder: RowBuilder) -> dict[str, str]:
     """Lower-cased ``<folder>/<video stem>`` → as written, for every video in Celeb-DF's test list."""
     entries: dict[str, str] = {}
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: the byte-order mark Windows editors write would otherwise hide the first entry.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ImporterError(f"{path}: cannot read the test list ({exc})") from None
     for number, line in enumerate(lines, start=1):

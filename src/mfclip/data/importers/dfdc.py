@@ -33,9 +33,8 @@ from mfclip.data.importers.base import (
     relative,
     split_from_name,
 )
-from mfclip.data.importers.media import FRAME_FOLDERS, Media, check_media
+from mfclip.data.importers.media import FRAME_FOLDERS, NON_SAMPLE_FOLDERS, Media, check_media
 from mfclip.data.manifest import parse_label
-from mfclip.data.paths import list_folder
 
 INDEX_FILES = ("metadata.json", "dataset.json", "labels.csv")
 
@@ -54,7 +53,7 @@ def _read_index(path: Path) -> list[tuple[str, Any, str]]:
     """(video name, raw label, split text) for every entry of a metadata.json, dataset.json or labels.csv."""
     try:
         if path.suffix.lower() == ".csv":
-            with path.open(newline="", encoding="utf-8") as handle:
+            with path.open(newline="", encoding="utf-8-sig") as handle:
                 reader = csv.DictReader(handle)
                 fields = [f.strip().lower() for f in reader.fieldnames or []]
                 if "filename" not in fields or "label" not in fields:
@@ -115,7 +114,10 @@ def import_dfdc(
         if path in used:
             continue
         kind = file_kind(path.name)
-        if kind == "video":
+        ignored = _non_sample_folder(path, root)
+        if ignored is not None:  # landmarks/, masks/: listed once, not file by file
+            builder.skip_path(ignored, f"folder ignored ({NON_SAMPLE_FOLDERS[ignored.name.lower()]})")
+        elif kind == "video":
             builder.skip(relative(path, root), "video not listed in any metadata.json or labels.csv")
         elif kind == "image" and any(
             p.lower() in FRAME_FOLDERS for p in relative(path, root).split("/")[:-1]
@@ -133,6 +135,16 @@ def import_dfdc(
             if frames is not None:
                 builder.skip(relative(frames, root) + "/", "frames not imported (media=videos)")
     return builder.result
+
+
+def _non_sample_folder(path: Path, root: Path) -> Path | None:
+    """The outermost folder above ``path`` (below ``root``) that holds no samples (landmarks/, masks/)."""
+    folder = root
+    for part in Path(relative(path, root)).parts[:-1]:
+        folder = folder / part
+        if part.lower() in NON_SAMPLE_FOLDERS:
+            return folder
+    return None
 
 
 def _import_index(
@@ -161,21 +173,24 @@ def _import_index(
             builder.warn(f"{relative(index, root)}: unknown split {split_text!r}; using the folder's split")
             split = folder_split
         frame_dir = frames_root / Path(stem).name if frames_root is not None else None
-        has_frames = frame_dir is not None and frame_dir.is_dir() and any(list_folder(frame_dir))
         row = {
             "label": label,
             "split": split,
             "forgery_type": "",
             "video_id": relative(folder / stem, root),
         }
-        if (media == "frames" or (media == "auto" and has_frames)) and frame_dir is not None and has_frames:
+        # A video is imported as its frames where its frame folder holds images, else as its video file.
+        images: list[Path] = []
+        if media != "videos" and frame_dir is not None and frame_dir.is_dir():
             for path in builder.walk_files(frame_dir):
                 used.add(path)
-                rel = relative(path, root)
-                if file_kind(path.name) != "image":
-                    builder.skip(rel, "not an image file")
-                    continue
-                builder.add(rel, **row)
+                if file_kind(path.name) == "image":
+                    images.append(path)
+                else:
+                    builder.skip(relative(path, root), "not an image file")
+        if images:
+            for path in images:
+                builder.add(relative(path, root), **row)
         elif media == "frames":
             builder.skip(where, "no extracted frames found (media=frames)")
         elif video is not None:
