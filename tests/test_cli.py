@@ -252,3 +252,15 @@ def test_eval_refuses_a_missing_root_before_writing_anything(
     assert run_app(app, [*argv, "--root", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "'--root'" in one_error_line(capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_preprocess_refuses_a_split_its_manifest_could_not_hold(
+    small_benchmark: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "faces"
+    argv = ["preprocess", str(small_benchmark / "images"), "--out", str(out), "--detector", "none"]
+    assert run_app(app, [*argv, "--split", "Test"]) == 2
+    err = capsys.readouterr().err
+    one_error_line(err)
+    assert "labels.split: split 'Test' is not one of train, val, test; did you mean 'test'?" in err
+    assert not out.exists()

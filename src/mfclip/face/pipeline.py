@@ -45,7 +45,7 @@ from mfclip.data.paths import HIDDEN, INVALID_FOLDER_NAME, display_path, walk
 from mfclip.data.video import VIDEO_EXTENSIONS, VideoDecodeError, is_video_path, sample_frames
 from mfclip.face.alignment import align_face, crop_face
 from mfclip.face.detectors import FaceBox, FaceDetector, get_detector
-from mfclip.utils.config import StrictConfig
+from mfclip.utils.config import StrictConfig, closest
 from mfclip.utils.io import atomic_write, atomic_write_bytes
 from mfclip.utils.jobs import AppendLog, JobLock, JsonLines, SettingsStamp
 
@@ -115,6 +115,11 @@ class PreprocessConfig(StrictConfig):
         result = {key: str(value) for key, value in labels.items() if value is not None}
         if "label" in result:
             result["label"] = normalize_label(result["label"], "labels.label")
+        split = result.get("split", "")
+        if split and split not in SPLITS:  # the manifest written would be invalid
+            hint = closest(split.strip().lower(), SPLITS)
+            suggestion = f"; did you mean {hint!r}?" if hint else ""
+            raise ValueError(f"labels.split: split {split!r} is not one of {', '.join(SPLITS)}{suggestion}")
         return result
 
     @model_validator(mode="after")
