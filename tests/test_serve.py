@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -713,3 +715,31 @@ def test_serve_cli_refuses_an_empty_key_from_the_environment(
     monkeypatch.setenv("MFCLIP_API_KEY", "")
     assert run_app(app, ["serve", "--checkpoint", str(tmp_path / "missing")]) == 2
     assert "--api-key: the API key is empty" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_large_decodes_run_at_a_lower_cpu_priority() -> None:
+    from mfclip.serve.scheduling import LARGE_JOB_NICENESS, WorkPool
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    pool = WorkPool(2, 4, large_job_bytes=1000)
+
+    async def run() -> tuple[int, int]:
+        with pool.session(2) as session:
+            large = await pool.run(session, niceness, cost_bytes=10_000)
+            small = await pool.run(session, niceness, cost_bytes=10)
+        return large, small
+
+    large, small = asyncio.run(run())
+    pool.shutdown()
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert small == base and large == min(base + LARGE_JOB_NICENESS, 19)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_the_server_process_returns_freed_image_memory() -> None:
+    from mfclip.serve.server import return_freed_memory_to_the_system
+
+    assert return_freed_memory_to_the_system()

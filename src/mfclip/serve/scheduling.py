@@ -6,8 +6,9 @@ server-wide plus the request's own would exceed the pool's capacity, so the queu
 bound. When a worker thread frees up, the next job comes from the session with the fewest jobs running,
 then the least thread time used so far, then the earliest; a request of many files therefore cannot push a
 small request behind all of its files. Large jobs never occupy the last free worker, which stays for
-small ones. Closing a session (the request finished, timed out or its client disconnected) drops its
-waiting jobs and sets its ``interrupt`` event, which the running ones check between steps.
+small ones, and run at a lower CPU priority (on Linux). Closing a session (the request finished, timed
+out or its client disconnected) drops its waiting jobs and sets its ``interrupt`` event, which the
+running ones check between steps.
 
 Everything here runs on the event loop thread except the jobs themselves.
 """
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -40,6 +42,18 @@ class ServerBusy(Exception):
             f"server busy: {in_flight} images in flight (capacity {capacity}); retry in {retry_after_s} s"
         )
         self.retry_after_s = retry_after_s
+
+
+# How much less CPU priority the threads of large jobs get (a nice increment, where the OS supports it).
+LARGE_JOB_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Raise the calling thread's nice value by LARGE_JOB_NICENESS (Linux schedules threads one by one;
+    elsewhere this is skipped)."""
+    with contextlib.suppress(AttributeError, OSError):
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + LARGE_JOB_NICENESS)
 
 
 @dataclass(eq=False)
@@ -79,6 +93,13 @@ class WorkPool:
         self.capacity = capacity
         self.large_job_bytes = large_job_bytes
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mfclip-decode")
+        # Large jobs run on threads of their own at a lower CPU priority, so that under load they yield
+        # the cores to the event loop, the model thread and small decodes rather than slow them down.
+        self._large_executor = ThreadPoolExecutor(
+            max_workers=max(workers - 1, 1),
+            thread_name_prefix="mfclip-decode-large",
+            initializer=_lower_priority,
+        )
         self._sessions: list[Session] = []
         self._order = itertools.count()
         self._running = 0
@@ -189,7 +210,8 @@ class WorkPool:
         self._running += 1
         self.jobs_run += 1
         loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(self._executor, self._call, job)
+        executor = self._large_executor if job.large else self._executor
+        done = loop.run_in_executor(executor, self._call, job)
         done.add_done_callback(lambda outcome: self._finished(job, outcome))
 
     @staticmethod
@@ -227,3 +249,4 @@ class WorkPool:
                 job.future.cancel()
             session.waiting.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._large_executor.shutdown(wait=False, cancel_futures=True)

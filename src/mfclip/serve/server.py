@@ -19,6 +19,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from mfclip.serve.settings import ListenSettings
 
 _logger = logging.getLogger("uvicorn.error")
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 
 
 class HeaderTimeoutProtocol(H11Protocol):
@@ -100,8 +101,30 @@ def uvicorn_config(app: Any, listen: ListenSettings) -> Any:
     )
 
 
+def return_freed_memory_to_the_system() -> bool:
+    """Make glibc's malloc serve allocations of 1 MiB and more with mmap, whatever was freed before.
+
+    By default glibc raises that threshold after large blocks are freed, so the memory of later decoded
+    images comes from the heap and stays in the process once freed (the RSS ratchets up under a load of
+    large uploads). Returns whether the setting took effect (False off glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def run_server(app: Any, listen: ListenSettings) -> None:
-    """Serve ``app`` until interrupted."""
+    """Serve ``app`` until interrupted (in this process, which it tunes for serving: see
+    :func:`return_freed_memory_to_the_system`)."""
     import uvicorn
 
+    return_freed_memory_to_the_system()
     uvicorn.Server(uvicorn_config(app, listen)).run()
