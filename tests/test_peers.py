@@ -369,7 +369,7 @@ def test_rine_reads_the_class_token_of_every_block() -> None:
 
 def test_rine_forward_is_the_importance_weighted_sum_and_trains_all_but_the_tower() -> None:
     model = _small("rine-tiny").eval()
-    images, labels = _images()
+    images, _ = _images()
     tokens = model.block_tokens(images)
     fused = (model.block_importances() * model.project_blocks(tokens)).sum(dim=1)
     z = model.project_fused(fused)
@@ -381,10 +381,26 @@ def test_rine_forward_is_the_importance_weighted_sum_and_trains_all_but_the_towe
     _train(model, steps=3)
     assert not model.visual.training  # a fixed feature extractor, whatever the mode
     assert all(torch.equal(v, model.visual.state_dict()[k]) for k, v in tower.items())
-    losses = model.eval().compute_loss(model(images), labels)
-    summed = _small("rine-tiny", ce_reduction="sum")
-    summed.load_state_dict(model.state_dict())
-    torch.testing.assert_close(summed.eval().compute_loss(summed(images), labels)["ce"], 8 * losses["ce"])
+
+
+def test_rine_loss_is_the_summed_bce_plus_the_weighted_contrastive_term() -> None:
+    """The authors' objective: BCE summed over the batch + ξ · SupCon(z/‖z‖, τ); ξ was chosen with it."""
+    model = _small("rine-tiny").eval()
+    images, labels = _images()
+    output = model(images)
+    z = output.image_features
+    fake_logit = model.head(z)[:, 1]
+    bce = F.binary_cross_entropy_with_logits(fake_logit, labels.float(), reduction="sum")
+    contrastive = supervised_contrastive(F.normalize(z, dim=-1), labels, 0.07)
+    losses = model.compute_loss(output, labels)
+    assert model.config.ce_reduction == "sum" and model.config.contrastive_weight == 0.2
+    torch.testing.assert_close(losses["ce"], bce)
+    torch.testing.assert_close(losses["loss"], bce + 0.2 * contrastive)
+    for name in ("rine-l14", "rine-b16"):
+        assert registry.get_model_config(name).ce_reduction == "sum"
+    averaged = _small("rine-tiny", ce_reduction="mean")
+    averaged.load_state_dict(model.state_dict())
+    torch.testing.assert_close(averaged.eval().compute_loss(averaged(images), labels)["ce"], bce / 8)
 
 
 def test_supervised_contrastive_loss_matches_its_definition() -> None:
@@ -413,7 +429,7 @@ def test_peer_learns_a_separable_toy_batch(name: str) -> None:
     model = _small(name)
     images, labels = _images()
     before = model.eval().compute_loss(model(images), labels)["ce"]
-    _train(model, steps=12)
+    _train(model, steps=24)
     after = model.eval().compute_loss(model(images), labels)["ce"]
     assert float(after) < float(before) - 0.05
 
@@ -444,14 +460,66 @@ def test_peer_exports_to_torchscript_and_onnx(name: str, tmp_path: Path) -> None
         np.testing.assert_allclose(got, model.predict_proba(images).numpy(), atol=1e-4, rtol=0)
 
 
+def _photo_crops(astronaut_rgb: np.ndarray, size: int = 32) -> torch.Tensor:
+    """Four 32 px crops of a real photo (a near-uniform toy image gives Grad-CAM nothing to show)."""
+    image = torch.from_numpy(astronaut_rgb).permute(2, 0, 1).float() / 255
+    crops = [image[:, i * 100 : i * 100 + 200, 100:300] for i in range(4)]
+    return torch.stack([F.interpolate(c[None], size=size, mode="bilinear")[0] for c in crops])
+
+
 @pytest.mark.parametrize("name", TINY)
-def test_peer_explains_with_grad_cam(name: str) -> None:
+def test_peer_explains_with_grad_cam(name: str, astronaut_rgb: np.ndarray) -> None:
     from mfclip.inference.explain import grad_cam
 
     model = _small(name)
     _train(model, steps=2)
-    maps = grad_cam(model.eval(), _images(batch=2)[0])
-    assert maps.shape == (2, 32, 32) and np.isfinite(maps).all()
+    maps = grad_cam(model.eval(), _photo_crops(astronaut_rgb))
+    assert maps.shape == (4, 32, 32) and np.isfinite(maps).all()
+    assert all(float(m.max()) == pytest.approx(1.0, abs=1e-5) and float(m.std()) > 0.05 for m in maps)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_peer_predicts_serves_and_explains_from_its_checkpoint(
+    name: str, tmp_path: Path, astronaut_path: Path
+) -> None:
+    """A trained peer's checkpoint through the Python API, `mfclip predict`, the HTTP service and explain."""
+    import csv
+
+    from fastapi.testclient import TestClient
+
+    from mfclip import Detector
+    from mfclip.cli.errors import run_app
+    from mfclip.cli.main import app
+    from mfclip.inference.explain import explain
+    from mfclip.serve import ServeSettings, create_app
+
+    model = _small(name)
+    _train(model, steps=2)
+    directory = save_checkpoint(model.eval(), tmp_path / "ckpt", {"name": f"{name}-test", "synthetic": True})
+    detector = Detector.from_pretrained(directory, device="cpu")
+    prediction = detector.predict(astronaut_path)
+    seen = detector.prepare(astronaut_path).tensor.unsqueeze(0)
+    assert prediction.p_fake == pytest.approx(float(model.predict_proba(seen)[0]), abs=1e-6)
+
+    out = tmp_path / "scores.csv"
+    command = ["predict", "--checkpoint", str(directory), str(astronaut_path), "--out", str(out)]
+    assert run_app(app, command) == 0
+    with open(out, newline="", encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert float(row["p_fake"]) == pytest.approx(prediction.p_fake, abs=1e-6) and row["error"] == ""
+
+    photo = [("file", ("astronaut.png", astronaut_path.read_bytes(), "image/png"))]
+    with TestClient(create_app(detector, ServeSettings())) as client:
+        card = client.get("/v1/model").json()
+        assert card["preset"] == name and card["image_size"] == 32
+        (result,) = client.post("/v1/detect", files=photo).json()["results"]
+        assert result["status"] == 200 and result["p_fake"] == pytest.approx(prediction.p_fake, abs=1e-6)
+        panel = client.post("/v1/explain", files=photo)
+        assert panel.status_code == 200 and panel.headers["content-type"] == "image/png"
+        assert float(panel.headers["x-p-fake"]) == pytest.approx(prediction.p_fake, abs=1e-4)
+    explanation = explain(detector, astronaut_path)
+    assert explanation.heatmap is not None and explanation.heatmap.shape == (32, 32)
+    assert explanation.p_fake == pytest.approx(prediction.p_fake, abs=1e-6)
 
 
 def test_peer_types_are_the_documented_classes() -> None:

@@ -8,8 +8,9 @@ A projection Q1 (dropout, then q × [Linear, ReLU, dropout]) maps each to d = ``
 Importance Estimator holds A ∈ R^{n × d}; its importances are a softmax over the blocks, per feature,
 w_{l,j} = exp(A_{l,j}) / Σ_m exp(A_{m,j}), and the image feature is z' = Σ_l w_l ⊙ Q1(g_l). A second
 projection Q2 (dropout, q × [Linear, ReLU, dropout]) gives z, and the head (two Linear-ReLU-dropout layers,
-then Linear(d, 1)) the fake logit. Loss: binary cross-entropy + ξ · supervised contrastive loss on z/‖z‖
-(temperature τ), ξ = ``contrastive_weight``.
+then Linear(d, 1)) the fake logit. Loss: binary cross-entropy summed over the batch (as the authors
+train; ξ was chosen with it) + ξ · supervised contrastive loss on z/‖z‖ (temperature τ), ξ =
+``contrastive_weight``.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class RINEConfig(ClipTowerConfig):
 
     ``proj_dim`` d and ``proj_layers`` q of both projections, ``dropout`` of every dropout layer,
     ``contrastive_weight`` ξ and ``temperature`` τ of the supervised contrastive term, ``tap`` (which CLS
-    token of each block is read) and ``ce_reduction`` (``sum``: the authors' code sums the cross-entropy
-    over the batch; ``mean``: the batch mean).
+    token of each block is read) and ``ce_reduction`` (``sum``, the authors' training, under which their
+    ξ was chosen: the cross-entropy summed over the batch; ``mean``: its batch mean, which weighs the
+    contrastive term batch-size times more).
     """
 
     type: Literal["rine"] = "rine"
@@ -50,7 +52,7 @@ class RINEConfig(ClipTowerConfig):
     contrastive_weight: float = Field(default=0.2, ge=0.0)
     temperature: float = Field(default=0.07, gt=0.0)
     tap: Literal["mlp_input", "block_output"] = "mlp_input"
-    ce_reduction: Literal["mean", "sum"] = "mean"
+    ce_reduction: Literal["mean", "sum"] = "sum"
 
 
 def _projection(in_features: int, width: int, layers: int, dropout: float) -> nn.Sequential:
@@ -112,7 +114,7 @@ class RINE(ClipTowerDetector):
     def compute_loss(
         self, output: ModelOutput, labels: torch.Tensor, gather: GatherFn | None = None
     ) -> dict[str, torch.Tensor]:
-        """Binary cross-entropy (batch mean or sum) + ξ · SupCon on this process's batch."""
+        """Binary cross-entropy (summed over the batch, or its mean) + ξ · SupCon on this process's batch."""
         with float32_losses(output.logits):
             assert output.image_features is not None
             ce = F.cross_entropy(output.logits.float(), labels, reduction=self.config.ce_reduction)
