@@ -32,12 +32,13 @@ class ModelSection(StrictConfig):
     ``name`` is a model preset (``mfclip models list``) or a model YAML/JSON file; ``overrides`` change keys
     of that config (nested mapping or dotted keys, e.g. ``{"spa.mode": "matrix"}``); ``clip_weights`` loads
     pretrained CLIP weights (a local file or directory, see docs/weights.md) into the CLIP towers before
-    training.
+    training; ``backbone_weights`` loads pretrained timm weights (ImageNet) into a ``timm_cnn`` model.
     """
 
     name: str = "mfclip-vit-b16"
     overrides: dict[str, Any] = Field(default_factory=dict)
     clip_weights: str | None = None
+    backbone_weights: str | None = None
 
 
 class DataSection(StrictConfig):

@@ -164,6 +164,8 @@ class DetectorModule(L.LightningModule):
                 lines.append(f"  {name} tower: pretrained group, lr {optim.lr_pretrained:g} ({origin})")
             else:
                 lines.append(f"  {name} tower: new group, lr {optim.lr:g} ({origin})")
+        for name in sorted(self.model.pretrained_towers - set(self.model.clip_towers())):
+            lines.append(f"  {name}: pretrained group, lr {optim.lr_pretrained:g} (pretrained weights)")
         lines.append(f"  every other parameter: new group, lr {optim.lr:g}")
         exempt = sum(len(g["params"]) for g in self.optimizer_groups() if g["name"].endswith("_no_decay"))
         lines.append(

@@ -158,7 +158,8 @@ def config_from_checkpoint(checkpoint: Path) -> TrainConfig:
 
 
 def build_model(config: TrainConfig, load_clip_weights: bool = True) -> Any:
-    """The detector ``config.model`` describes (pretrained CLIP weights loaded unless told otherwise)."""
+    """The detector ``config.model`` describes, with its pretrained weights (``model.clip_weights``,
+    ``model.backbone_weights``) loaded unless told otherwise (a resumed run restores its own)."""
     from mfclip.models.registry import create_model
 
     overrides = dict(config.model.overrides)
@@ -168,6 +169,10 @@ def build_model(config: TrainConfig, load_clip_weights: bool = True) -> Any:
 
         report = load_clip_weights_into(model, config.model.clip_weights)
         logger.info("%s", report.summary())
+    if load_clip_weights and config.model.backbone_weights:
+        from mfclip.models.baselines import load_backbone_weights_into
+
+        load_backbone_weights_into(model, config.model.backbone_weights)
     return model
 
 
@@ -177,7 +182,13 @@ def check_config(config: TrainConfig) -> None:
     from mfclip.models.registry import get_model_config
 
     resolve_protocol(config.data)
-    get_model_config(config.model.name, **dict(config.model.overrides))
+    model_config = get_model_config(config.model.name, **dict(config.model.overrides))
+    kind = getattr(model_config, "type", None)
+    if config.model.backbone_weights and kind != "timm_cnn":
+        raise ConfigError(
+            f"model.backbone_weights: only timm_cnn models take timm weights, {config.model.name!r} is "
+            f"{kind!r} (CLIP towers load model.clip_weights)"
+        )
 
 
 def build_loggers(config: TrainConfig, run_dir: Path) -> list[Any]:

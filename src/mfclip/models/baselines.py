@@ -3,8 +3,10 @@
 - ``clip_probe``: a frozen open_clip image tower and a trainable linear head (a CLIP linear probe);
 - ``clip_finetune``: the same image tower and head, everything trainable (full fine-tuning);
 - ``timm_cnn``: any timm image classifier with a two-class head, e.g. ``legacy_xception`` or
-  ``efficientnet_b4`` (built with ``pretrained=False``; load local weights with
-  :meth:`TimmCNN.load_backbone_weights`).
+  ``efficientnet_b4``. Built with ``pretrained=False`` (timm never downloads); ``create_model(...,
+  backbone_weights=SOURCE)`` or :func:`load_backbone_weights_into` loads pretrained (ImageNet) weights
+  from a local file or folder or a ``hf-hub:timm/<name>`` repository, strictly
+  (:meth:`TimmCNN.load_backbone_weights`).
 
 Like every detector they take RGB images in ``[0, 1]`` of shape (B, 3, S, S) and normalise internally.
 The CLIP baselines expose their tower through ``clip_towers()``, so ``create_model(...,
@@ -13,8 +15,12 @@ clip_weights=PATH)`` loads pretrained CLIP weights into them exactly as into MFC
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +38,11 @@ from mfclip.models.clip_tower import (
     ImageNormalize,
     check_images,
 )
+from mfclip.models.readers import CheckpointError, read_torch_file, strip_wrapper_prefixes
 from mfclip.models.registry import register_model_type
 from mfclip.utils.config import ConfigError, StrictConfig
+
+logger = logging.getLogger(__name__)
 
 Normalization = Literal["clip", "imagenet", "inception", "timm", "none"]
 
@@ -125,7 +134,9 @@ class TimmCNNConfig(StrictConfig):
     """A timm classifier (``arch``: any ``timm.list_models()`` name) with a two-class head.
 
     ``normalize: timm`` uses the mean/std the architecture's pretrained weights expect (Inception
-    statistics for Xception, ImageNet for EfficientNet). Weights are never downloaded.
+    statistics for Xception, ImageNet for EfficientNet). The network is built with random weights (timm
+    never downloads); pretrained ones are loaded from a source given at creation or training time
+    (``backbone_weights``), not recorded in this config.
     """
 
     type: Literal["timm_cnn"] = "timm_cnn"
@@ -164,7 +175,8 @@ def _timm_stats(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 class TimmCNN(DetectorModel):
-    """A timm image classifier with two outputs (real, fake)."""
+    """A timm image classifier with two outputs (real, fake); :meth:`load_backbone_weights` fills it with
+    pretrained weights."""
 
     config: TimmCNNConfig
 
@@ -193,6 +205,8 @@ class TimmCNN(DetectorModel):
         else:
             mean, std = NORMALIZATION_STATS[config.normalize]
         self.normalize = ImageNormalize(mean, std)
+        # (mean, std) of the input normalisation, or None without one
+        self.input_stats = (tuple(mean), tuple(std)) if mean is not None and std is not None else None
 
     def forward(
         self,
@@ -206,28 +220,83 @@ class TimmCNN(DetectorModel):
         features = network.forward_head(network.forward_features(inputs), pre_logits=True)
         return ModelOutput(logits=network.get_classifier()(features), image_features=features)
 
-    def load_backbone_weights(self, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
-        """Load a timm/torchvision state dict (``.pth``, ``.bin``, ``.safetensors``) into the network.
+    def classifier_keys(self) -> list[str]:
+        """State-dict keys of the network's classifier (the two-class head), e.g. ``fc.weight``."""
+        head = self.network.get_classifier()
+        name = next(n for n, module in self.network.named_modules() if module is head)
+        return [f"{name}.{key}" if name else key for key in head.state_dict()]
 
-        The classifier of the file (e.g. 1000 ImageNet classes) is skipped when its shape differs from
-        the two-class head. Returns ``{"missing": [...], "unexpected": [...]}``.
+    def load_backbone_weights(self, source: str | Path) -> BackboneWeightsReport:
+        """Load pretrained timm weights (e.g. ImageNet) into the network, strictly.
+
+        ``source``: a ``.safetensors`` file, a pickled state dict (``.pth``/``.pt``/``.bin``, also a timm
+        training checkpoint with the weights under ``state_dict``), a folder holding ``model.safetensors``
+        or ``pytorch_model.bin`` (a downloaded timm Hub repository, its ``config.json`` optional), or
+        ``hf-hub:timm/<name>[@revision]`` (through the Hugging Face cache; offline, only the cache).
+        Every tensor of the network must come from the file, with its shape, and the file must hold no
+        other tensor. The one exception is the classifier: a classifier of another size (ImageNet's
+        1000 classes) is left out and the model keeps its own freshly initialised two-class head. A file
+        whose ``config.json`` names another timm architecture is refused. Nothing is loaded when an
+        error is raised. Afterwards the network (the head excepted) trains in the ``pretrained``
+        parameter group.
         """
-        from mfclip.models.checkpoint import CheckpointError, load_state_dict_into, read_torch_file
+        from mfclip.models.checkpoint import load_state_dict_into
 
-        state = read_torch_file(path)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+        weights = read_timm_weights(source)
+        where = str(source)
+        if weights.architecture is not None and weights.architecture != self.config.arch:
+            raise CheckpointError(
+                f"{where}: weights of timm model {weights.architecture!r}, but this model is "
+                f"{self.config.arch!r} (arch); load weights of the same architecture"
+            )
         own = self.network.state_dict()
-        classifier = self.network.default_cfg.get("classifier", "")
-        kept = {
-            k: v
-            for k, v in state.items()
-            if isinstance(v, torch.Tensor)
-            and not (k.startswith(f"{classifier}.") and k in own and v.shape != own[k].shape)
-        }
-        return load_state_dict_into(self.network, kept, strict=strict, source=str(path))
+        state = dict(weights.state)
+        from_file = len(set(own) & set(state))
+        head_left_out = []
+        for key in self.classifier_keys():
+            if key in state and tuple(state[key].shape) != tuple(own[key].shape):
+                head_left_out.append(f"{key} {tuple(state[key].shape)}")
+                del state[key]
+                from_file -= 1
+            state.setdefault(key, own[key])  # the model's own (freshly initialised) two-class head
+        for key, value in own.items():  # a counter, not a weight; older files do not carry it
+            if key.endswith("num_batches_tracked"):
+                state.setdefault(key, value)
+        load_state_dict_into(self.network, state, strict=True, source=where)
+        self.mark_pretrained()
+        report = BackboneWeightsReport(
+            source=where,
+            file=str(weights.file),
+            architecture=self.config.arch,
+            loaded=from_file,
+            head_left_out=head_left_out,
+        )
+        file_stats, model_stats = weights.normalization, self.input_stats
+        if file_stats is not None and model_stats is not None and not _same_stats(file_stats, model_stats):
+            report.warnings.append(
+                f"the weights were trained on inputs normalised with mean/std {file_stats}, the model "
+                f"normalises with {model_stats} (normalize: {self.config.normalize})"
+            )
+        return report
+
+    def mark_pretrained(self, towers: Iterable[str] | None = None) -> None:
+        """Record that the network (``"backbone"``, its classifier excepted) holds pretrained weights."""
+        names = {BACKBONE} if towers is None else set(towers)
+        unknown = names - {BACKBONE}
+        if unknown:
+            raise ValueError(f"TimmCNN has no part {sorted(unknown)[0]!r}; it has [{BACKBONE!r}]")
+        self.pretrained_towers |= names
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``pretrained``: the network without its classifier, once pretrained weights were loaded into it
+        (:attr:`pretrained_towers` holds ``"backbone"``); ``new``: the rest."""
+        head = {id(p) for p in self.network.get_classifier().parameters()}
+        loaded = BACKBONE in self.pretrained_towers
+        groups: dict[str, list[nn.Parameter]] = {"pretrained": [], "new": []}
+        for param in self.parameters():
+            if param.requires_grad:
+                groups["pretrained" if loaded and id(param) not in head else "new"].append(param)
+        return groups
 
     def explain_target_layers(self) -> list[nn.Module]:
         info = getattr(self.network, "feature_info", None)
@@ -243,3 +312,116 @@ class TimmCNN(DetectorModel):
 def build_timm_cnn(config: TimmCNNConfig) -> TimmCNN:
     """Builder for ``type: timm_cnn``."""
     return TimmCNN(config)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pretrained timm weights
+# ---------------------------------------------------------------------------------------------------
+
+BACKBONE = "backbone"  # the name a TimmCNN's pretrained network goes by in ``pretrained_towers``
+
+
+@dataclass
+class TimmWeights:
+    """A timm state dict read from ``file``, with what the repository's ``config.json`` says, if any."""
+
+    state: dict[str, torch.Tensor]
+    file: Path
+    architecture: str | None = None
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+
+@dataclass
+class BackboneWeightsReport:
+    """What :meth:`TimmCNN.load_backbone_weights` loaded: ``loaded`` tensors of the network (the head
+    excepted) from ``file``; ``head_left_out``: the file's classifier tensors of another size."""
+
+    source: str
+    file: str
+    architecture: str
+    loaded: int
+    head_left_out: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{self.source}: loaded {self.loaded} tensors into timm {self.architecture}"
+        if self.head_left_out:
+            text += f"; its classifier ({', '.join(self.head_left_out)}) left out for the two-class head"
+        return text + "".join(f"\n  warning: {w}" for w in self.warnings)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def read_timm_weights(source: str | Path) -> TimmWeights:
+    """The timm state dict ``source`` holds (see :meth:`TimmCNN.load_backbone_weights` for the sources).
+
+    Files are read by :func:`~mfclip.models.readers.read_torch_file` (safetensors, or ``torch.load`` with
+    ``weights_only=True``); ``module.`` and ``_orig_mod.`` prefixes are removed.
+    """
+    from mfclip.models import hub
+
+    text = str(source)
+    if hub.is_hub_id(text):
+        folder = hub.fetch_timm_weights(hub.parse_hub_id(text))
+    else:
+        folder = Path(source).expanduser()
+        if not folder.exists():
+            raise CheckpointError(
+                f"{text}: no such file or folder (a timm Hub repository is written hf-hub:timm/NAME)"
+            )
+    if folder.is_dir():
+        names = hub.TIMM_WEIGHT_FILES
+        file = next((folder / name for name in names if (folder / name).is_file()), None)
+        if file is None:
+            raise CheckpointError(f"{text}: the folder holds no {' or '.join(names)}")
+        architecture, normalization = _timm_config(folder / "config.json")
+    else:
+        file, architecture, normalization = folder, None, None
+    payload: Any = read_torch_file(file)
+    if isinstance(payload, Mapping):
+        for container in ("state_dict", "model"):
+            if isinstance(payload.get(container), Mapping):
+                payload = payload[container]
+                break
+    if not isinstance(payload, Mapping) or not payload:
+        raise CheckpointError(f"{file}: expected a state dict of tensors, found {type(payload).__name__}")
+    others = sorted(str(k) for k, v in payload.items() if not isinstance(v, torch.Tensor))
+    if others:
+        raise CheckpointError(f"{file}: entries that are not tensors: {', '.join(others[:5])}")
+    state = {strip_wrapper_prefixes(str(k)): v for k, v in payload.items()}
+    return TimmWeights(state=state, file=file, architecture=architecture, normalization=normalization)
+
+
+def load_backbone_weights_into(model: Any, source: str | Path) -> BackboneWeightsReport:
+    """Load pretrained timm weights into a ``timm_cnn`` model (:meth:`TimmCNN.load_backbone_weights`)."""
+    if not isinstance(model, TimmCNN):
+        kind = getattr(getattr(model, "config", None), "type", type(model).__name__)
+        raise ConfigError(
+            f"backbone_weights: only timm_cnn models take timm weights, this model is {kind!r} "
+            "(CLIP towers load clip_weights)"
+        )
+    report = model.load_backbone_weights(source)
+    logger.info("%s", report.summary())
+    return report
+
+
+def _timm_config(path: Path) -> tuple[str | None, tuple[tuple[float, ...], tuple[float, ...]] | None]:
+    """The architecture and input mean/std a timm repository's config.json records (None when absent)."""
+    if not path.is_file():
+        return None, None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    architecture = document.get("architecture")
+    cfg = document.get("pretrained_cfg")
+    mean, std = (cfg.get("mean"), cfg.get("std")) if isinstance(cfg, dict) else (None, None)
+    stats = (tuple(map(float, mean)), tuple(map(float, std))) if mean and std else None
+    return (str(architecture) if architecture else None), stats
+
+
+def _same_stats(a: tuple[tuple[float, ...], ...], b: tuple[tuple[float, ...], ...]) -> bool:
+    return all(abs(x - y) < 1e-4 for pa, pb in zip(a, b, strict=True) for x, y in zip(pa, pb, strict=True))

@@ -32,6 +32,7 @@ __all__ = [
     "PushResult",
     "download",
     "fetch_clip_weights",
+    "fetch_timm_weights",
     "hub_offline",
     "is_hub_id",
     "parse_hub_id",
@@ -59,6 +60,8 @@ OPEN_CLIP_WEIGHT_FILES = (
 )
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# What a timm model repository (``timm/<architecture>.<tag>``) holds: config.json names the architecture.
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
@@ -266,6 +269,23 @@ def fetch_clip_weights(hub_id: HubId) -> Path:
         f"{hub_id}: no CLIP weights in the repository (looked for {OPEN_CLIP_CONFIG} or {CONFIG_NAME} with "
         "model.safetensors / pytorch_model.bin)"
     )
+
+
+def fetch_timm_weights(hub_id: HubId) -> Path:
+    """The folder (in the Hugging Face cache) of a timm model repository's weights: ``model.safetensors``
+    (or ``pytorch_model.bin``) and, when the repository has one, its ``config.json`` (the architecture the
+    weights are for), both from one commit. Only those files are fetched."""
+    what = "timm weights"
+    weights = _first_found(hub_id, TIMM_WEIGHT_FILES, what)
+    if weights is None:
+        if hub_offline():
+            raise CheckpointError(hub_error_message(hub_id, _offline_error(), what))
+        raise CheckpointError(
+            f"{hub_id}: no timm weights in the repository (looked for {' / '.join(TIMM_WEIGHT_FILES)})"
+        )
+    with contextlib.suppress(CheckpointError):  # the architecture check is skipped without config.json
+        download(_pinned(hub_id, weights), CONFIG_NAME, what=what)
+    return weights.parent
 
 
 def _first_found(hub_id: HubId, names: Sequence[str], what: str) -> Path | None:

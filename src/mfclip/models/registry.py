@@ -218,6 +218,7 @@ def resolve_model_config(source: StrictConfig | Mapping[str, Any] | str | Path) 
 def get_model_config(name_or_path: str | Path, **overrides: Any) -> StrictConfig:
     """The validated config of a preset (``ModelConfig`` for ``type: mfclip``), with overrides applied."""
     overrides.pop("clip_weights", None)
+    overrides.pop("backbone_weights", None)
     data, source = resolve_model_dict(name_or_path, overrides)
     return config_from_dict(data, source=source)
 
@@ -233,15 +234,22 @@ def create_model(name_or_path: str | Path, **overrides: Any) -> Any:
     """Build a model from a preset name or a YAML/JSON path, with overrides.
 
     ``clip_weights=PATH_OR_HUB_NAME`` loads pretrained CLIP weights into the model's open_clip towers
-    (strictly, see :func:`~mfclip.models.weights.load_clip_weights_into`) and logs what was loaded.
+    (strictly, see :func:`~mfclip.models.weights.load_clip_weights_into`) and logs what was loaded;
+    ``backbone_weights=PATH_OR_HUB_NAME`` loads pretrained timm weights into a ``timm_cnn`` model
+    (strictly, see :func:`~mfclip.models.baselines.load_backbone_weights_into`).
     """
     clip_weights = overrides.pop("clip_weights", None)
+    backbone_weights = overrides.pop("backbone_weights", None)
     model = model_from_config(get_model_config(name_or_path, **overrides))
     if clip_weights:
         from mfclip.models.weights import load_clip_weights_into
 
         report = load_clip_weights_into(model, clip_weights)
         logger.info("%s", report.summary())
+    if backbone_weights:
+        from mfclip.models.baselines import load_backbone_weights_into
+
+        load_backbone_weights_into(model, backbone_weights)
     return model
 
 
