@@ -349,7 +349,7 @@ def test_another_weights_file_of_a_checkpoint_is_the_one_loaded(
 
 
 def test_missing_directory_and_config(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=r"config\.json is missing"):

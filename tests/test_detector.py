@@ -170,7 +170,7 @@ def test_missing_corrupt_and_unreachable_checkpoints(checkpoint: Path, tmp_path:
         Detector.from_pretrained(truncated)
     # A Hub id cannot be fetched offline (HF_HUB_OFFLINE=1 in the tests): a clear error, not a traceback.
     with pytest.raises(CheckpointError, match="not in the local Hugging Face cache and HF_HUB_OFFLINE=1"):
-        Detector.from_pretrained("mfclip-org/no-such-model")
+        Detector.from_pretrained("hf-hub:mfclip-org/no-such-model")
 
 
 def test_bfloat16_runs_and_stays_close(

@@ -103,8 +103,6 @@ def test_checkpoint_from_the_cache_with_revisions(
     for name in ("hf-hub:mfclip-org/tiny@dev", f"hf-hub:mfclip-org/tiny@{dev_snapshot.name}"):
         assert torch.equal(scores(load_checkpoint(name)[0]), expected_dev), name
     assert torch.equal(scores(load_checkpoint("hf-hub:mfclip-org/tiny", revision="dev")[0]), expected_dev)
-    # a plain owner/name that is not a local path is a Hub id too
-    assert torch.equal(Detector.from_pretrained("mfclip-org/tiny", device="cpu").score(IMAGES), expected_main)
 
 
 def test_offline_with_an_empty_cache_is_one_line(offline_cache: Path, capsys) -> None:
@@ -115,10 +113,8 @@ def test_offline_with_an_empty_cache_is_one_line(offline_cache: Path, capsys) ->
     assert "not in the local Hugging Face cache and HF_HUB_OFFLINE=1" in message
     assert "hf download mfclip-org/absent" in message
 
-    with pytest.raises(
-        CheckpointError, match=r"^runs/bestt: no such checkpoint directory, nor a Hub checkpoint"
-    ):
-        Detector.from_pretrained("runs/bestt")  # a mistyped local path reads as owner/name too
+    with pytest.raises(CheckpointError, match=r"^runs/bestt: no such checkpoint .* write hf-hub:runs/bestt$"):
+        Detector.from_pretrained("runs/bestt")  # a mistyped local path is never looked up on the Hub
 
     code = run_app(app, ["predict", "--checkpoint", "hf-hub:mfclip-org/absent", str(offline_cache)])
     err_text = capsys.readouterr().err
@@ -151,6 +147,44 @@ def test_hub_checkpoints_are_read_by_the_safe_loader(
     )
     with pytest.raises(CheckpointError, match="checksum mismatch"):
         load_checkpoint("hf-hub:mfclip-org/tampered")
+
+
+def test_a_plain_owner_name_never_reaches_the_hub(
+    checkpoints: tuple[Path, Path],
+    fake_hub: FakeHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
+    """``runs/best`` mistyped (no such folder here) must not load whatever the Hub holds under that name:
+    only ``hf-hub:`` ids are looked up there, for checkpoints, the CLI and CLIP weights alike."""
+    from mfclip.models.weights import load_clip_state_dict
+
+    main, dev = checkpoints
+    fake_hub.add_repo("runs/best", {name: path.read_bytes() for name, path in checkpoint_files(main).items()})
+    monkeypatch.chdir(tmp_path)
+    hint = "; to load the Hugging Face Hub repository of that name, write hf-hub:runs/best"
+    for load in (Detector.from_pretrained, load_checkpoint):
+        with pytest.raises(CheckpointError) as err:
+            load("runs/best")
+        assert str(err.value) == "runs/best: no such checkpoint (not a local file or folder)" + hint
+    with pytest.raises(CheckpointError) as err:
+        load_clip_state_dict("runs/best")
+    assert str(err.value) == "runs/best: CLIP weights not found (not a local file or folder)" + hint
+    assert run_app(app, ["predict", "--checkpoint", "runs/best", str(tmp_path)]) == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == "mfclip: error: runs/best: no such checkpoint (not a local file or folder)" + hint
+    with pytest.raises(CheckpointError, match=r"no such checkpoint \(not a local file or folder\)$"):
+        load_checkpoint("runs/last.ckpt")  # a file name: no Hub hint
+    assert fake_hub.requests == []
+
+    # the same name as a local folder loads that folder; hf-hub: loads the repository
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "best").symlink_to(dev, target_is_directory=True)
+    assert torch.equal(scores(load_checkpoint("runs/best")[0]), scores(load_checkpoint(dev)[0]))
+    assert fake_hub.requests == []
+    assert torch.equal(scores(load_checkpoint("hf-hub:runs/best")[0]), scores(load_checkpoint(main)[0]))
+    assert fake_hub.requests
 
 
 def test_bad_hub_ids(offline_cache: Path, tmp_path: Path) -> None:

@@ -328,7 +328,7 @@ def test_serve_cli_reports_a_bad_checkpoint(tmp_path: Path, capsys: pytest.Captu
     from mfclip.cli.main import app
 
     assert run_app(app, ["serve", "--checkpoint", str(tmp_path / "missing"), "--port", "0"]) == 2
-    assert "no such checkpoint directory" in capsys.readouterr().err
+    assert "no such checkpoint" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -411,9 +411,8 @@ def test_hub_ids_resolve_through_the_hub_cache(
     with torch.no_grad():
         expected = _features(hf_clip.get_image_features(pixel_values=IMAGES))
         torch.testing.assert_close(towers["visual"](IMAGES), expected, atol=1e-5, rtol=0)
-    assert set(load_clip_state_dict("openai/clip-tiny")) == set(
-        load_clip_state_dict("hf-hub:openai/clip-tiny")
-    )
+    with pytest.raises(CheckpointError, match=r"CLIP weights not found .* write hf-hub:openai/clip-tiny$"):
+        load_clip_state_dict("openai/clip-tiny")  # a local path: only hf-hub: ids reach the Hub (cache)
 
     towers = tiny_towers()
     assert load_clip_weights_into(towers, "hf-hub:timm/tiny-clip@v1").source_format == "open_clip-dir"
@@ -542,7 +541,11 @@ def test_describe_clip_weights(source: open_clip.CLIP) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["openai/clip-vit-base-patch16", "hf-hub:timm/vit_base_patch16_clip_224.openai", "ViT-B-16/openai"],
+    [
+        "hf-hub:openai/clip-vit-base-patch16",
+        "hf-hub:timm/vit_base_patch16_clip_224.openai",
+        "ViT-B-16/openai",
+    ],
 )
 def test_hub_names_fail_fast_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     from huggingface_hub import constants

@@ -262,15 +262,12 @@ def load_checkpoint(
     config, a mapping, a YAML/JSON file, a checkpoint directory or a registry model name) overrides the stored
     model config; a ``.ckpt``/``.pt`` file without one in its hyper-parameters needs it. With ``strict`` the
     weights must match the model's tensors one for one. ``hf-hub:owner/name[@revision]`` (or ``revision=``)
-    is resolved through the Hugging Face cache first (see :mod:`mfclip.models.hub`).
+    is resolved through the Hugging Face cache first (see :mod:`mfclip.models.hub`); any other string is a
+    local path (a plain ``owner/name`` never reaches the Hub).
     """
     from mfclip.models import hub
 
-    if hub.is_hub_id(path) or revision is not None:
-        path = hub.resolve_checkpoint(path, revision=revision)
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    path = hub.resolve_checkpoint(path, revision=revision)
     if path.is_file():
         if path.suffix in _TORCH_SUFFIXES:
             model, metadata = _load_torch_checkpoint(path, strict, config)

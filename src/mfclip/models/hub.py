@@ -35,6 +35,8 @@ __all__ = [
     "fetch_timm_weights",
     "hub_offline",
     "is_hub_id",
+    "looks_like_repo_id",
+    "missing_path_error",
     "parse_hub_id",
     "push_checkpoint",
     "resolve_checkpoint",
@@ -46,6 +48,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
 # What git refuses in a ref name (``git check-ref-format``): a revision is also a path in the Hub cache
 # (``refs/<revision>``), so ``..``, a leading ``/`` and the like must never reach it.
 _BAD_REVISION = re.compile(r"^[/.\-]|\.\.|//|/\.|/$|@\{|\.lock(/|$)|[\x00-\x20\x7f~^:?*\[\\]")
+_WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz", ".onnx")
 _LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN"
 
 # What a CLIP weights repository holds, in the order the loaders prefer (see mfclip.models.weights).
@@ -189,30 +192,43 @@ def _pinned(hub_id: HubId, downloaded: Path) -> HubId:
     return hub_id
 
 
+def looks_like_repo_id(text: str) -> bool:
+    """Whether ``text`` reads as a Hub repository id ``owner/name[@revision]`` (which, without the
+    ``hf-hub:`` prefix, mfclip takes for a local path)."""
+    if text.count("/") != 1 or text.startswith((".", "/", "~")) or "\\" in text:
+        return False
+    if text.lower().endswith(_WEIGHT_FILE_SUFFIXES):  # runs/last.ckpt is a file name, not a repository
+        return False
+    return bool(_REPO_ID.match(text.partition("@")[0]))
+
+
+def missing_path_error(text: str, problem: str) -> CheckpointError:
+    """The error for a local path that does not exist: one line naming it and ``problem`` (``no such
+    checkpoint``), suggesting ``hf-hub:`` when the text reads as ``owner/name`` (the Hub is only consulted
+    for names spelled that way)."""
+    hint = ""
+    if looks_like_repo_id(text):
+        hint = f"; to load the Hugging Face Hub repository of that name, write {HUB_PREFIX}{text}"
+    return CheckpointError(f"{text}: {problem} (not a local file or folder){hint}")
+
+
 def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) -> Path:
     """A local checkpoint for ``name_or_path``: the path itself, or the Hub snapshot folder of a Hub id.
 
-    ``hf-hub:owner/name[@revision]`` (and a plain ``owner/name`` that is not a local path) downloads
-    ``config.json``, the weights file it names and ``README.md`` of one commit, and returns their folder in
-    the Hugging Face cache. Local paths are returned unchanged.
+    Only ``hf-hub:owner/name[@revision]`` reaches the Hub: it downloads ``config.json``, the weights file it
+    names and ``README.md`` of one commit, and returns their folder in the Hugging Face cache. Anything
+    else is a local path, returned unchanged (``~`` expanded); one that does not exist is an error, which
+    suggests ``hf-hub:`` when the text reads as ``owner/name``.
     """
     text = str(name_or_path)
+    if is_hub_id(text):
+        return _download_checkpoint(parse_hub_id(text, revision))
     path = Path(name_or_path).expanduser()
-    if not is_hub_id(text):
-        if path.exists():
-            if revision is not None:
-                raise CheckpointError(f"{text}: a local checkpoint has no revisions (revision={revision!r})")
-            return path
-        plain_repo_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and "\\" not in text
-        if not plain_repo_id or not _REPO_ID.match(text.partition("@")[0]):
-            raise CheckpointError(f"{text}: no such checkpoint directory")
-        try:  # owner/name may be a mistyped local path as well as a Hub id: say both
-            return _download_checkpoint(parse_hub_id(text, revision))
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"{text}: no such checkpoint directory, nor a Hub checkpoint: {exc}"
-            ) from None
-    return _download_checkpoint(parse_hub_id(text, revision))
+    if not path.exists():
+        raise missing_path_error(text, "no such checkpoint")
+    if revision is not None:
+        raise CheckpointError(f"{text}: a local checkpoint has no revisions (revision={revision!r})")
+    return path
 
 
 def _download_checkpoint(hub_id: HubId) -> Path:

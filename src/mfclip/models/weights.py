@@ -12,8 +12,9 @@ Sources:
   ``open_clip_config.json`` and ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``
   (``local-dir:`` prefix accepted);
 - a Hugging Face ``CLIPModel`` folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``);
-- a hub name: ``hf-hub:owner/name[@revision]``, ``owner/name`` or an open_clip ``MODEL/TAG`` such as
-  ``ViT-B-16/openai``. Downloads go through ``huggingface_hub`` (:mod:`mfclip.models.hub`) and open_clip;
+- a Hub repository, spelled ``hf-hub:owner/name[@revision]`` (a plain ``owner/name`` is a local path), or
+  an open_clip pretrained tag ``MODEL/TAG`` such as ``ViT-B-16/openai`` (an entry of open_clip's own
+  table of releases). Downloads go through ``huggingface_hub`` (:mod:`mfclip.models.hub`) and open_clip;
   with ``HF_HUB_OFFLINE=1`` only the local hub cache is consulted. The downloaded folder is read like a
   local one.
 
@@ -68,8 +69,6 @@ _REBUILT_BUFFERS = frozenset({"attn_mask"})
 _OPEN_CLIP_WEIGHT_FILES = hub.OPEN_CLIP_WEIGHT_FILES
 _HF_WEIGHT_FILES = hub.HF_WEIGHT_FILES
 _HF_INDEX_FILES = hub.HF_INDEX_FILES
-_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
-_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
 _QUICK_GELU_HINT = (
     "OpenAI and Hugging Face CLIP weights were trained with QuickGELU: build the towers with "
@@ -152,9 +151,12 @@ def read_clip_weights(source: str | Path | Mapping[str, torch.Tensor] | ClipWeig
         return _read_directory(path)
     if path.is_file():
         return _read_file(path)
-    if _looks_like_hub_name(text):
+    if hub.is_hub_id(text):
         return _read_from_hub(text)
-    raise CheckpointError(f"{text}: CLIP weights not found (no such file or directory)")
+    model_name, _, tag = text.partition("/")
+    if _is_open_clip_tag(model_name, tag):
+        return _read_open_clip_tag(model_name, tag)
+    raise hub.missing_path_error(text, "CLIP weights not found")
 
 
 def _read_directory(path: Path) -> ClipWeights:
@@ -354,12 +356,8 @@ def _convert_hf_state_dict(state: Mapping[str, torch.Tensor], source: Any) -> di
 
 
 def _read_from_hub(name: str) -> ClipWeights:
-    """Resolve ``hf-hub:owner/name[@revision]``, ``owner/name`` or an open_clip ``MODEL/TAG`` through the
-    Hugging Face cache or the network, then read the downloaded folder like a local one."""
-    repo = name[len(hub.HUB_PREFIX) :] if hub.is_hub_id(name) else name
-    model_name, _, tag = repo.partition("/")
-    if not hub.is_hub_id(name) and _is_open_clip_tag(model_name, tag):
-        return _read_open_clip_tag(model_name, tag)
+    """Resolve ``hf-hub:owner/name[@revision]`` through the Hugging Face cache or the network, then read
+    the downloaded folder like a local one."""
     hub_id = hub.parse_hub_id(name)
     try:
         folder = hub.fetch_clip_weights(hub_id)
@@ -422,12 +420,6 @@ def _unavailable_message(name: str, offline: bool, exc: Exception | None) -> str
         )
     reason = f": {type(exc).__name__}: {exc}" if exc is not None else ""
     return f"{name}: could not download the pretrained CLIP weights{reason}. {_LOCAL_SOURCES}"
-
-
-def _looks_like_hub_name(text: str) -> bool:
-    if text.startswith("hf-hub:"):
-        return bool(_HUB_NAME.match(text[len("hf-hub:") :]))
-    return bool(_HUB_NAME.match(text)) and not text.lower().endswith(_WEIGHT_SUFFIXES)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
