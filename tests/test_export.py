@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ from PIL import Image
 from mfclip.cli.errors import run_app
 from mfclip.cli.main import app
 from mfclip.data.transforms import ImageTransform
-from mfclip.inference.export import export_model, exported_metadata, load_exported
+from mfclip.inference.export import ExportError, export_model, exported_metadata, load_exported
 from mfclip.models.checkpoint import save_checkpoint
 from mfclip.models.registry import create_model
 
@@ -47,8 +50,46 @@ def test_torchscript_matches_pytorch(model, photos: torch.Tensor, tmp_path: Path
     result = export_model(model, tmp_path / "tiny.pt", "torchscript")
     assert result.path.is_file() and result.max_abs_diff <= 1e-4
     check_matches(model, result.path, photos)
-    metadata = exported_metadata(result.path)
+    with refuse_running_torchscript():
+        metadata = exported_metadata(result.path)  # read from the zip: none of the export's code runs
     assert metadata["image_size"] == "64" and metadata["model_name"] == "mfclip-tiny"
+
+
+@contextlib.contextmanager
+def refuse_running_torchscript() -> Iterator[None]:
+    """Any attempt to load (and so run) a TorchScript file fails inside the block."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a TorchScript file was loaded")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.jit, "load", refuse)
+        patch.setattr(torch._C, "import_ir_module", refuse)
+        yield
+
+
+def test_exported_metadata_of_damaged_or_foreign_files_is_one_line(tmp_path: Path) -> None:
+    scripted = torch.jit.script(torch.nn.Linear(2, 1))
+    plain = tmp_path / "plain.pt"
+    torch.jit.save(scripted, str(plain))
+    bomb = tmp_path / "bomb.pt"
+    torch.jit.save(scripted, str(bomb), _extra_files={"mfclip.json": "{}"})
+    with zipfile.ZipFile(bomb) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    name = next(n for n in members if n.endswith("/extra/mfclip.json"))
+    members[name] = b" " * (65 << 20)  # deflates to a few KB, would expand to 65 MB
+    with zipfile.ZipFile(bomb, "w") as archive:
+        for member, data in members.items():
+            compression = zipfile.ZIP_DEFLATED if member == name else zipfile.ZIP_STORED
+            archive.writestr(member, data, compress_type=compression)
+    state_dict = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, state_dict)
+    with refuse_running_torchscript():
+        assert exported_metadata(plain) == {}  # an archive saved without mfclip's metadata
+        with pytest.raises(ExportError, match=r"extra/mfclip\.json declares 68,157,440 bytes"):
+            exported_metadata(bomb)
+        with pytest.raises(ExportError, match=r"weights\.pt: not a TorchScript archive"):
+            exported_metadata(state_dict)
 
 
 @pytest.mark.slow

@@ -4,6 +4,10 @@ Both formats keep the batch dimension dynamic. Every export is verified before i
 graph is run (onnxruntime / ``torch.jit.load``) on random images at batch sizes other than the one used
 to export, and must match PyTorch within ``atol``. ONNX tries the ``torch.export``-based exporter first
 and falls back to the TorchScript-based one if that fails or does not verify.
+
+:func:`load_exported` runs an export (a TorchScript file's code through ``torch.jit.load``): use it on
+exports you made or trust. :func:`exported_metadata` runs nothing: it reads ONNX metadata with ``onnx``
+and a TorchScript file's ``extra/mfclip.json`` from its zip (:mod:`mfclip.models.readers`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 INPUT_NAME = "images"
 OUTPUT_NAME = "p_fake"
 DEFAULT_OPSET = 18
+METADATA_FILE = "mfclip.json"  # a TorchScript export's metadata, an extra file of the archive
 
 
 class ExportError(ValueError):
@@ -254,7 +259,7 @@ def export_torchscript(model: DetectorModel, path: str | Path, atol: float = 1e-
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
             raise ExportError(f"TorchScript tracing failed: {type(exc).__name__}: {reason}") from None
         traced = torch.jit.freeze(traced.eval())
-        extra = {"mfclip.json": json.dumps(_metadata(model))}
+        extra = {METADATA_FILE: json.dumps(_metadata(model))}
         with _temporary_beside(path) as tmp:
             torch.jit.save(traced, str(tmp), _extra_files=extra)
             loaded = _jit_load(tmp)
@@ -285,15 +290,19 @@ def export_model(
     return export_torchscript(model, path, atol=atol)
 
 
-def _jit_load(path: Path, extra_files: dict[str, Any] | None = None) -> Any:
+def _jit_load(path: Path) -> Any:
     # torch.jit is deprecated in recent PyTorch but still the way to run a TorchScript file.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files or {})
+        return torch.jit.load(str(path), map_location="cpu")
 
 
 def load_exported(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A function scoring float32 images (B, 3, S, S) in [0, 1] with an exported file: P(fake) (B,)."""
+    """A function scoring float32 images (B, 3, S, S) in [0, 1] with an exported file: P(fake) (B,).
+
+    This runs the export: a TorchScript file's code through ``torch.jit.load``, an ONNX graph in
+    onnxruntime. Only load exports you made or trust.
+    """
     path = Path(path)
     if path.suffix == ".onnx":
         run = _onnx_runner(path)
@@ -308,13 +317,29 @@ def load_exported(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def exported_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata an export carries (mfclip version, model name, image size, input/output)."""
+    """The metadata an export carries (mfclip version, model name, image size, input/output).
+
+    Nothing in the file runs: ONNX metadata is parsed by ``onnx``, and a TorchScript file's
+    ``extra/mfclip.json`` is read from its zip (an archive without it has no metadata: ``{}``).
+    """
+    from mfclip.models.readers import CheckpointError, read_torchscript_extra_file
+
     path = Path(path)
     if path.suffix == ".onnx":
         import onnx
 
         proto = onnx.load(str(path), load_external_data=False)
         return {entry.key: entry.value for entry in proto.metadata_props}
-    extra = {"mfclip.json": ""}
-    _jit_load(path, extra)
-    return json.loads(extra["mfclip.json"]) if extra["mfclip.json"] else {}
+    try:
+        stored = read_torchscript_extra_file(path, METADATA_FILE)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    if stored is None:
+        return {}
+    try:
+        metadata = json.loads(stored.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{path}: extra/{METADATA_FILE} is not valid JSON: {exc}") from None
+    if not isinstance(metadata, dict):
+        raise ExportError(f"{path}: extra/{METADATA_FILE} is not a JSON object")
+    return metadata

@@ -7,8 +7,9 @@ registry; it imports nothing else of mfclip. What each reader can execute:
 - pickled torch files (``.pt``, ``.pth``, ``.bin``, ``.ckpt``): ``torch.load(weights_only=True)``, whose
   unpickler only rebuilds tensors and plain containers (plus Lightning's ``AttributeDict``);
 - TorchScript archives: :func:`read_torchscript_state_dict` unpickles ``data.pkl`` with a restricted
-  unpickler of its own and reads the tensors from the zip; the archive's code (``code/``,
-  ``constants.pkl``, any scripted ``__setstate__``) is never run;
+  unpickler of its own and reads the tensors from the zip, and :func:`read_torchscript_extra_file` reads a
+  file saved beside the module (``torch.jit.save(..., _extra_files=...)``) as bytes; the archive's code
+  (``code/``, ``constants.pkl``, any scripted ``__setstate__``) is never run;
 - ``config.json``: ``json``.
 
 Pickles and TorchScript archives may not hold tensors that declare more values than their storage holds
@@ -54,6 +55,7 @@ __all__ = [
     "read_integrity_sidecar",
     "read_safetensors",
     "read_torch_file",
+    "read_torchscript_extra_file",
     "read_torchscript_state_dict",
     "safetensors_shapes",
     "sha256_file",
@@ -432,6 +434,26 @@ def read_torchscript_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         with zipfile.ZipFile(path) as archive:
             return _TorchScriptArchive(path, archive).state_dict()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CheckpointError(f"{path}: unreadable TorchScript archive: {_first_line(exc)}") from None
+
+
+def read_torchscript_extra_file(path: str | Path, name: str) -> bytes | None:
+    """The bytes of the extra file ``name`` that ``torch.jit.save(..., _extra_files=...)`` stored in a
+    TorchScript archive (``<archive>/extra/<name>``), or None when it holds none; read from the zip
+    without running anything, and refused when it declares more than a TorchScript member is allowed."""
+    path = Path(path)
+    if not name or Path(name).name != name:
+        raise ValueError(f"{name!r} is not an extra file name")
+    if not is_torchscript_archive(path):
+        raise CheckpointError(f"{path}: not a TorchScript archive (torch.jit.save output)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            reader = _TorchScriptArchive(path, archive)
+            try:
+                return reader.member(f"{reader.prefix}extra/{name}")
+            except KeyError:
+                return None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise CheckpointError(f"{path}: unreadable TorchScript archive: {_first_line(exc)}") from None
 
