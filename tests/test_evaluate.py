@@ -418,6 +418,30 @@ def test_an_evaluation_changed_meanwhile_starts_its_partial_scores_over_and_one_
     assert not partial.exists() and not (out / ".lock").exists()
 
 
+def test_the_same_rows_under_another_root_are_scored_again(
+    dataset: Path, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scores belong to the images: another --root (a recompressed copy, say) is scored afresh, the same
+    root written relative or absolute is not; a kill after the last file leaves no partial scores."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)
+    for image in copy.glob("*/*.png"):
+        Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(90).save(image)
+    manifest, out = dataset / "manifest.csv", tmp_path / "eval"
+    first = evaluate(run_dir / "best", manifest=manifest, root=dataset, out_dir=out, workers=0, plots=False)
+    before = load_predictions(out / "test" / "predictions.parquet")
+    monkeypatch.chdir(tmp_path)
+    other = evaluate(run_dir / "best", manifest=manifest, root="copy", out_dir=out, workers=0, plots=False)
+    assert first.scored == other.scored == ["test"]
+    after = load_predictions(out / "test" / "predictions.parquet")
+    assert not np.allclose(before["p_fake"], after["p_fake"])  # the copy's images, not the first scores
+    (out / "test" / ".partial").mkdir()  # as a kill just before its removal leaves it
+    again = evaluate(run_dir / "best", manifest=manifest, root=copy, out_dir=out, workers=0, plots=False)
+    assert again.resumed == ["test"] and not (out / "test" / ".partial").exists()
+
+
 def test_partial_scores_and_stamps_of_the_previous_format_are_resumed(
     dataset: Path, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,6 +55,9 @@ def test_a_kill_at_any_byte_loses_only_the_torn_record(tmp_path: Path, record_fo
         cut.write_bytes(data[:size])
         kept = RECORDS[: sum(end <= size for end in ends)]
         assert list(AppendLog(cut, record_format).records()) == kept, size
+        if isinstance(record_format, CsvRows):
+            frame = AppendLog(cut, record_format).read_frame(dtype=object, keep_default_na=False)
+            assert frame.to_dict("records") == kept, size
         with AppendLog(cut, record_format) as log:  # opening cuts the torn tail off
             log.append([extra])
         assert list(AppendLog(cut, record_format).records()) == [*kept, extra], size
@@ -96,6 +99,35 @@ def test_csv_log_reads_as_a_frame_and_compacts_atomically(tmp_path: Path) -> Non
     assert not list(tmp_path.glob(".*tmp"))
 
 
+@pytest.mark.parametrize(
+    "record_format", [JsonLines(), CsvRows(("path", "score", "error"))], ids=["jsonl", "csv"]
+)
+def test_reading_and_repairing_a_large_log_takes_little_memory(tmp_path: Path, record_format) -> None:
+    """A resume reads its log a record at a time: memory does not grow with the file (here 5 MB and more)."""
+    import tracemalloc
+
+    path = tmp_path / "big"
+    row = {"path": "/data/test/0000/0000000.png", "score": "0.123456", "error": 'a, "quoted"\nerror'}
+    with AppendLog(path, record_format) as log:
+        for _ in range(1000):
+            log.append([row] * 100)
+    with open(path, "ab") as handle:
+        handle.write(b'"/data/torn')  # a kill inside a quoted cell
+    assert path.stat().st_size > 5_000_000
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in AppendLog(path, record_format).records())
+        AppendLog(path, record_format).repair()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 100_000
+    assert peak < 2_500_000, peak  # the old reader held the whole file, twice over
+    assert path.read_bytes().endswith(
+        b'error"\n' if isinstance(record_format, CsvRows) else b"}\n"
+    )  # torn tail cut
+
+
 def test_settings_stamp_names_every_change(tmp_path: Path) -> None:
     stamp = SettingsStamp(tmp_path / "settings.json", "mfclip-test")
     settings = {"size": 256, "detector": {"name": "mtcnn", "min_face": 20}, "sizes": (1, 2)}
@@ -112,6 +144,8 @@ def test_settings_stamp_names_every_change(tmp_path: Path) -> None:
         stamp.require(changed, holder="OUT", what="crops", advice="use another folder")
     assert setting_changes({"a": {"b": 1}}, {"a": None}) == ["a: (not set) -> None", "a.b: 1 -> (not set)"]
 
+    assert stamp.context() == {}
+
     (tmp_path / "bare.json").write_text(json.dumps({"size": 256}))
     assert SettingsStamp(tmp_path / "bare.json", "mfclip-test", accept_bare=True).read() == {"size": 256}
     with pytest.raises(JobError, match="not a settings file"):
@@ -121,6 +155,57 @@ def test_settings_stamp_names_every_change(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(JobError, match=r"broken\.json: unreadable"):
         SettingsStamp(tmp_path / "broken.json", "mfclip-test").read()
+
+
+def test_settings_compare_numbers_by_value_and_lists_in_order(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    stamp = SettingsStamp(tmp_path / "settings.json", "mfclip-test")
+    settings = {
+        "threshold": np.float64(0.1) + 0.2,  # 0.30000000000000004
+        "margin": float("nan"),
+        "size": np.int64(224),
+        "scale": torch.tensor(1.5),
+        "thresholds": [0.6, 0.7, 0.7],
+        "weights": Path("models") / "w.bin",
+    }
+    stamp.require(settings, holder="OUT", advice="-", context={"workdir": Path("/work")})
+    assert json.loads(stamp.path.read_text())["settings"]["size"] == 224  # a number, not "224"
+    assert stamp.context() == {"workdir": "/work"}
+    same = {
+        "threshold": 0.3,
+        "margin": float("nan"),
+        "size": 224.0,
+        "scale": 1.5,
+        "thresholds": (0.6, 0.7, 0.7),
+        "weights": "models/w.bin",
+    }
+    assert stamp.changes(same) == []  # NaN equals NaN; the rounding of 0.1 + 0.2 is no change
+    stamp.require(same, holder="OUT", advice="-", context={"workdir": "/elsewhere"})
+    assert stamp.context() == {"workdir": "/work"}  # a kept stamp keeps its context
+    assert stamp.changes({**same, "threshold": 0.3001, "thresholds": [0.7, 0.6, 0.7], "size": "224"}) == [
+        "size: 224 -> '224'",
+        "threshold: 0.30000000000000004 -> 0.3001",
+        "thresholds: [0.6, 0.7, 0.7] -> [0.7, 0.6, 0.7]",
+    ]
+
+
+def test_a_file_system_without_locks_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr("mfclip.utils.jobs.fcntl.flock", no_locks)
+    with pytest.raises(
+        JobError,
+        match=r"^.*out\.csv\.lock: the file system holding it cannot lock files \(No locks available; an NFS "
+        r"mount without locking\?\), so a second predict run could not be kept off OUT; write the output "
+        r"to a file system with locks",
+    ):
+        JobLock(tmp_path / "out.csv.lock", "predict", "OUT").acquire()
+    assert not (tmp_path / "out.csv.lock").exists()
 
 
 HOLD = (

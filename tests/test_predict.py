@@ -204,6 +204,43 @@ def test_odd_file_names_round_trip_through_csv_and_resume(
     assert sorted(row["path"] for row in iter_rows(out)) == sorted(str(folder / n) for n in names)
 
 
+def test_resume_knows_a_file_however_its_path_is_written(
+    detector: Detector, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relative or absolute, ``./`` or ``..``: a file already in the output is not scored again, and a
+    resume from another folder keeps the output's relative paths meaning what they meant."""
+    work = tmp_path / "work"
+    (work / "imgs").mkdir(parents=True)
+    for i in range(4):
+        (work / "imgs" / f"{i}.png").write_bytes((inputs / "real" / f"img{i}.png").read_bytes())
+    monkeypatch.chdir(work)
+    out = Path("scores.csv")
+    predict_files(detector, ["imgs/0.png", "./imgs/1.png"], out, PredictOptions(progress=False))
+    assert collect_inputs(["imgs/2.png", work / "imgs" / "2.png", "imgs/../imgs/2.png"]) == ["imgs/2.png"]
+    again = predict_files(
+        detector, [work / "imgs", "../work/imgs/0.png"], out, PredictOptions(progress=False, resume=True)
+    )
+    assert (again.skipped, again.written) == (2, 2)
+    assert [row["path"] for row in iter_rows(out)] == [
+        "imgs/0.png",
+        "imgs/1.png",
+        str(work / "imgs" / "2.png"),
+        str(work / "imgs" / "3.png"),
+    ]
+    # From another folder, imgs/ is another folder: its files are new, and written as absolute paths.
+    other = tmp_path / "other"
+    (other / "imgs").mkdir(parents=True)
+    (other / "imgs" / "0.png").write_bytes((inputs / "real" / "img4.png").read_bytes())
+    monkeypatch.chdir(other)
+    moved = predict_files(
+        detector, ["imgs/0.png"], work / "scores.csv", PredictOptions(progress=False, resume=True)
+    )
+    assert (moved.skipped, moved.written) == (0, 1)
+    assert [row["path"] for row in iter_rows(work / "scores.csv")][-1] == str(other / "imgs" / "0.png")
+    monkeypatch.chdir(work)
+    assert predict_files(detector, ["imgs"], out, PredictOptions(progress=False, resume=True)).written == 0
+
+
 def test_output_errors_are_clear(checkpoint: Path, inputs: Path, tmp_path: Path, capsys) -> None:
     assert cli("predict", "-c", checkpoint, inputs / "real", "--out", tmp_path / "scores.txt") == 2
     assert "must end in .csv or .jsonl" in capsys.readouterr().err

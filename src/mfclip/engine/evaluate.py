@@ -40,7 +40,7 @@ from mfclip.metrics import (
 from mfclip.metrics.grouped import check_group_by
 from mfclip.metrics.report import METRICS_FILE, PREDICTIONS_FILES, read_metrics
 from mfclip.utils.config import ConfigError
-from mfclip.utils.io import atomic_write_json, atomic_write_text
+from mfclip.utils.io import atomic_write_json, atomic_write_text, remove_temporaries
 from mfclip.utils.jobs import AppendLog, CsvRows, JobError, JobLock, SettingsStamp, setting_changes
 
 logger = logging.getLogger(__name__)
@@ -496,11 +496,14 @@ def evaluate(
         fingerprint = checkpoint_fingerprint(checkpoint_dir)
         metric_settings = {"group_by": list(group_by), "bootstrap": int(bootstrap), "seed": int(seed)}
         result = EvalResult(out_dir=out, metrics={}, checkpoint=checkpoint_dir)
+        remove_temporaries(out)  # files a killed evaluation never finished writing
         for test_set in test_sets:
             directory = out / safe_name(test_set.name)
+            remove_temporaries(directory)
             scoring = {
                 "checkpoint": fingerprint,
                 "rows": _rows_digest(test_set),
+                "root": str(test_set.root.resolve()),  # the same rows under another root are other images
                 "n_rows": len(test_set.rows),
                 "perturbation": test_set.perturbation.to_dict() if test_set.perturbation else None,
                 "transform": scorer.transform_config.to_dict() if scorer.transform_config else None,
@@ -512,6 +515,7 @@ def evaluate(
             state = _read_state(directory)
             if state is not None and setting_changes(state.get("scoring", {}), scoring) == []:
                 if setting_changes(state.get("metrics", {}), metric_settings) == []:
+                    shutil.rmtree(directory / PARTIAL_DIR, ignore_errors=True)  # left by a kill at the end
                     result.metrics[test_set.name] = read_metrics(directory / METRICS_FILE)
                     result.resumed.append(test_set.name)
                     continue

@@ -46,7 +46,7 @@ from mfclip.data.video import VIDEO_EXTENSIONS, VideoDecodeError, is_video_path,
 from mfclip.face.alignment import align_face, crop_face
 from mfclip.face.detectors import FaceBox, FaceDetector, get_detector
 from mfclip.utils.config import StrictConfig, closest
-from mfclip.utils.io import atomic_write, atomic_write_bytes
+from mfclip.utils.io import atomic_write, atomic_write_bytes, remove_temporaries
 from mfclip.utils.jobs import AppendLog, JobLock, JsonLines, SettingsStamp
 
 #: Columns the pipeline adds to describe each crop.
@@ -683,6 +683,9 @@ def preprocess(
     out_dir.mkdir(parents=True, exist_ok=True)
     with JobLock(out_dir / LOCK_FILE, "preprocess", out_dir):
         _check_settings(out_dir, config)
+        # Temporary files of crops and outputs whose write a killed run never finished.
+        remove_temporaries(out_dir)
+        remove_temporaries(out_dir / FACES_DIR, recursive=True)
         result = _preprocess_locked(sources, out_dir, config)
     return dataclasses.replace(result, dropped_rows=dropped_rows)
 

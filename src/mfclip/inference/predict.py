@@ -31,7 +31,7 @@ from mfclip.data.decode import ImageDecodeError, is_image_path
 from mfclip.data.paths import BROKEN_LINK, INVALID_FILE_NAME, LINK_LOOP, walk_files
 from mfclip.data.video import VideoDecodeError, is_video_path
 from mfclip.inference.preprocess import Preprocessor
-from mfclip.utils.jobs import AppendLog, CsvRows, JobLock, JsonLines, SettingsStamp
+from mfclip.utils.jobs import AppendLog, CsvRows, JobError, JobLock, JsonLines, SettingsStamp
 
 OUTPUT_COLUMNS = ("path", "p_fake", "label", "p_fake_max", "frames", "box", "error")
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
@@ -102,7 +102,8 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[str]:
 
     Files named explicitly are kept whatever their extension (a non-image then gets an error row);
     missing paths are kept too, so they get an error row rather than vanishing. Folders are walked by
-    the rules of :mod:`mfclip.data.paths` (links followed, hidden entries left out).
+    the rules of :mod:`mfclip.data.paths` (links followed, hidden entries left out). A file reached twice
+    (given relative and absolute, or inside two given folders) is listed once, as first reached.
     """
     paths: list[str] = []
     seen: set[str] = set()
@@ -110,8 +111,9 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[str]:
         path = Path(item)
         found = sorted(str(p) for p in _media_files(path)) if path.is_dir() else [str(path)]
         for p in found:
-            if p not in seen:
-                seen.add(p)
+            key = os.path.abspath(p)
+            if key not in seen:
+                seen.add(key)
                 paths.append(p)
     return paths
 
@@ -299,28 +301,55 @@ def prediction_settings(detector: Any, options: PredictOptions) -> dict[str, Any
     }
 
 
+def _started_in(out: Path) -> str:
+    """The working directory ``out`` was started in (``OUT.settings.json``): relative paths in its rows
+    are relative to it. The current one for an output without that record."""
+    try:
+        workdir = _stamp(out).context().get("workdir")
+    except JobError:
+        workdir = None
+    return workdir if isinstance(workdir, str) else os.getcwd()
+
+
+def _path_key(path: str, base: str) -> str:
+    """The file a row's ``path`` names, however it was written (relative to ``base`` or absolute, with
+    ``./`` or ``..``): what resuming compares."""
+    return os.path.normpath(os.path.join(base, path))
+
+
 def done_paths(out: Path) -> set[str]:
-    """Paths already written to ``out`` or to leftover shards of an interrupted multi-device run."""
-    done = {row["path"] for row in output_log(out).records()}
-    for shard in _shard_paths(out):
-        done.update(row["path"] for row in output_log(shard).records())
+    """The files (as :func:`path_key`) already scored in ``out`` or in leftover shards of an interrupted
+    multi-device run. The rows are read one at a time."""
+    base = _started_in(out)
+    done: set[str] = set()
+    for log in (out, *_shard_paths(out)):
+        done.update(_path_key(row["path"], base) for row in output_log(log).records())
     return done
 
 
 def merge_shards(out: Path) -> int:
-    """Append the rows of every shard to ``out`` (skipping paths already there), then delete the shards."""
+    """Append the rows of every shard to ``out`` (skipping files already there), then delete the shards."""
     shards = _shard_paths(out)
     if not shards:
         return 0
+    base = _started_in(out)
     log = output_log(out)
-    present = {row["path"] for row in log.records()}
+    present = {_path_key(row["path"], base) for row in log.records()}
     merged = 0
     with log:
         for shard in shards:
-            rows = [_parse_row(row) for row in read_rows(shard) if row["path"] not in present]
-            log.append(rows)
-            present.update(row["path"] for row in rows)
-            merged += len(rows)
+            batch: list[dict[str, Any]] = []
+            for row in output_log(shard).records():
+                key = _path_key(row["path"], base)
+                if key not in present:
+                    present.add(key)
+                    batch.append(_parse_row(row))
+                if len(batch) >= 4096:
+                    log.append(batch)
+                    merged += len(batch)
+                    batch = []
+            log.append(batch)
+            merged += len(batch)
     for shard in shards:
         shard.unlink()
     return merged
@@ -418,18 +447,20 @@ def predict_files(
         return _predict_pending(detector, paths, out_path, options, first_rank)
     with JobLock(_lock_path(out_path), "predict", out_path):
         settings = prediction_settings(detector, options)
+        context = {"workdir": os.getcwd()}  # what relative paths in the rows are relative to
         if options.resume:
             _stamp(out_path).require(
                 settings,
                 holder=out_path,
                 what="rows",
                 advice="resume with the same checkpoint and options, or write to another --out",
+                context=context,
             )
             if not options.distributed:
                 merge_shards(out_path)  # rows left behind by an interrupted multi-device run
         else:
             _reset_output(out_path)
-            _stamp(out_path).write(settings)
+            _stamp(out_path).write(settings, context)
         return _predict_pending(detector, paths, out_path, options, first_rank)
 
 
@@ -437,8 +468,12 @@ def _predict_pending(
     detector: Any, paths: list[str], out_path: Path | None, options: PredictOptions, first_rank: bool
 ) -> PredictSummary:
     """Score the ``paths`` that the output does not hold yet."""
-    done = done_paths(out_path) if out_path is not None and options.resume else set()
-    pending = [p for p in paths if p not in done]
+    pending = paths
+    if out_path is not None and options.resume:
+        done, here = done_paths(out_path), os.getcwd()
+        pending = [p for p in paths if _path_key(p, here) not in done]
+        if _started_in(out_path) != here:  # keep the output's relative paths relative to one folder
+            pending = [p if os.path.isabs(p) else _path_key(p, here) for p in pending]
     summary = PredictSummary(
         inputs=len(paths), skipped=len(paths) - len(pending), written=0, errors=0, out=out_path
     )
@@ -573,6 +608,7 @@ def _predict_distributed(
 
 
 def iter_rows(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The rows of a prediction file, typed (floats, ints, box lists; None for empty cells)."""
-    for row in read_rows(Path(path)):
+    """The rows of a prediction file, typed (floats, ints, box lists; None for empty cells), read one
+    at a time."""
+    for row in output_log(Path(path)).records():
         yield _parse_row(row)

@@ -23,15 +23,16 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from errno import EACCES, EAGAIN
+from errno import EACCES, EAGAIN, EINVAL, ENOLCK, ENOSYS, ENOTSUP, EOPNOTSUPP
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
-from mfclip.utils.io import atomic_write, atomic_write_json
+from mfclip.utils.io import atomic_write, atomic_write_json, remove_temporaries
 
 try:
     import fcntl
@@ -40,6 +41,7 @@ except ImportError:  # pragma: no cover - not POSIX: locks fall back to exclusiv
 
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"
+_BLOCK = 1 << 20  # bytes read at a time when scanning a log
 
 
 class JobError(ValueError):
@@ -71,12 +73,27 @@ class JsonLines:
     def encode(self, records: Iterable[Mapping[str, Any]]) -> str:
         return "".join(json.dumps(record, separators=(",", ":"), default=str) + "\n" for record in records)
 
-    def complete_end(self, data: bytes) -> int:
-        """The length of the longest prefix of ``data`` made of whole records."""
-        return data.rfind(b"\n") + 1
+    def complete_length(self, handle: BinaryIO) -> int:
+        """How many bytes at the start of ``handle`` are whole records: up to its last newline."""
+        position = handle.seek(0, os.SEEK_END)
+        while position > 0:
+            step = min(_BLOCK, position)
+            position -= step
+            handle.seek(position)
+            newline = handle.read(step).rfind(b"\n")
+            if newline >= 0:
+                return position + newline + 1
+        return 0
 
-    def decode(self, text: str, path: Path, strict: bool, hint: str) -> Iterator[dict[str, Any]]:
-        for number, line in enumerate(io.StringIO(text, newline="\n"), start=1):
+    def complete_lines(self, handle: BinaryIO) -> Iterator[str]:
+        """The whole records of ``handle``, one line each (a torn last line is left out)."""
+        for line in handle:
+            if not line.endswith(b"\n"):
+                return
+            yield line.decode(ENCODING, ERRORS)
+
+    def decode(self, lines: Iterable[str], path: Path, strict: bool, hint: str) -> Iterator[dict[str, Any]]:
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
@@ -116,11 +133,44 @@ class CsvRows:
             [render(column, record.get(column)) for column in self.columns] for record in records
         )
 
-    def complete_end(self, data: bytes) -> int:
-        end = data.rfind(b"\n") + 1
-        while end > 0 and data.count(b'"', 0, end) % 2:
-            end = data.rfind(b"\n", 0, end - 1) + 1
+    def complete_length(self, handle: BinaryIO) -> int:
+        """How many bytes at the start of ``handle`` are whole records (and the header): up to the last
+        newline with an even number of ``"`` before it. Read in blocks: memory stays small."""
+        handle.seek(0)
+        offset = end = 0
+        odd = False  # inside a quoted cell
+        while block := handle.read(_BLOCK):
+            if b'"' not in block:
+                if not odd and (newline := block.rfind(b"\n")) >= 0:
+                    end = offset + newline + 1
+            else:
+                start = 0
+                while (newline := block.find(b"\n", start)) >= 0:
+                    odd ^= bool(block.count(b'"', start, newline) % 2)
+                    if not odd:
+                        end = offset + newline + 1
+                    start = newline + 1
+                odd ^= bool(block.count(b'"', start) % 2)
+            offset += len(block)
         return end
+
+    def complete_lines(self, handle: BinaryIO) -> Iterator[str]:
+        """The header and whole records of ``handle``, one string each (a record whose quoted cells hold
+        newlines spans several lines); a torn last record is left out."""
+        pending: list[bytes] = []
+        odd = False
+        for line in handle:
+            if not line.endswith(b"\n"):
+                return
+            odd ^= bool(line.count(b'"') % 2)
+            if odd:
+                pending.append(line)
+                continue
+            if pending:
+                pending.append(line)
+                line = b"".join(pending)
+                pending.clear()
+            yield line.decode(ENCODING, ERRORS)
 
     def check_header(self, fields: Sequence[str], path: Path, hint: str) -> None:
         if tuple(fields) != self.columns:
@@ -128,8 +178,8 @@ class CsvRows:
                 f"{path}: columns {list(fields)} are not the expected {list(self.columns)}{hint}"
             )
 
-    def decode(self, text: str, path: Path, strict: bool, hint: str) -> Iterator[dict[str, Any]]:
-        reader = csv.reader(io.StringIO(text, newline=""))
+    def decode(self, lines: Iterable[str], path: Path, strict: bool, hint: str) -> Iterator[dict[str, Any]]:
+        reader = csv.reader(lines)
         header = next(reader, None)
         if header is None:
             return
@@ -149,6 +199,25 @@ RecordFormat = JsonLines | CsvRows
 
 # ---------------------------------------------------------------------------------------------------
 # The append-only log
+
+
+class _Prefix(io.RawIOBase):
+    """The first ``length`` bytes of a binary file, as a readable stream (what pandas reads a log from)."""
+
+    def __init__(self, handle: BinaryIO, length: int) -> None:
+        self.handle = handle
+        self.left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), self.left)
+        if size <= 0:
+            return 0
+        read = self.handle.readinto(memoryview(buffer)[:size]) or 0
+        self.left -= read
+        return read
 
 
 class AppendLog:
@@ -180,38 +249,42 @@ class AppendLog:
 
     # reading
 
-    def _complete_bytes(self) -> bytes:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return b""
-        return data[: self.format.complete_end(data)]
-
     def records(self) -> Iterator[dict[str, Any]]:
-        """The whole records in the file, in order (a torn last one is left out)."""
+        """The whole records in the file, in order (a torn last one is left out). The file is read as
+        the records are taken, a line at a time: memory does not grow with its size."""
         try:
-            data = self.path.read_bytes()
+            handle = self.path.open("rb")
         except FileNotFoundError:
-            data = b""
-        text = str(memoryview(data)[: self.format.complete_end(data)], ENCODING, ERRORS)
-        del data
-        return self.format.decode(text, self.path, self.strict, self.hint)
+            return
+        with handle:
+            yield from self.format.decode(
+                self.format.complete_lines(handle), self.path, self.strict, self.hint
+            )
 
     def read_frame(self, **read_csv: Any) -> Any:
         """The whole records of a CSV log as a ``pandas.DataFrame`` (``read_csv`` options apply).
 
-        Memory and time are those of ``pandas.read_csv``: a million rows take about a second.
+        Memory and time are those of ``pandas.read_csv`` on the file: a million rows take about a second.
         """
         import pandas as pd
 
         if not isinstance(self.format, CsvRows):
             raise TypeError("read_frame needs a CSV log")
-        data = self._complete_bytes()
-        if not data:
-            return pd.DataFrame({column: [] for column in self.format.columns})
-        header = next(csv.reader(io.StringIO(data[: data.find(b"\n") + 1].decode(ENCODING, ERRORS))), [])
-        self.format.check_header(header, self.path, self.hint)
-        return pd.read_csv(io.BytesIO(data), encoding=ENCODING, encoding_errors=ERRORS, **read_csv)
+        empty = pd.DataFrame({column: [] for column in self.format.columns})
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return empty
+        with handle:
+            length = self.format.complete_length(handle)
+            handle.seek(0)
+            header = next(csv.reader([handle.readline().decode(ENCODING, ERRORS)]), [])
+            if not length:
+                return empty
+            self.format.check_header(header, self.path, self.hint)
+            handle.seek(0)
+            prefix = io.BufferedReader(_Prefix(handle, length), _BLOCK)
+            return pd.read_csv(prefix, encoding=ENCODING, encoding_errors=ERRORS, **read_csv)
 
     # writing
 
@@ -234,17 +307,18 @@ class AppendLog:
     def repair(self) -> int:
         """Cut a torn last record (a write cut short by a kill); returns the number of bytes removed."""
         try:
-            data = self.path.read_bytes()
+            handle = self.path.open("r+b")
         except FileNotFoundError:
             return 0
-        end = self.format.complete_end(data)
-        if end == len(data):
-            return 0
-        with self.path.open("r+b") as handle:
-            handle.truncate(end)
+        with handle:
+            size = handle.seek(0, os.SEEK_END)
+            length = self.format.complete_length(handle)
+            if length == size:
+                return 0
+            handle.truncate(length)
             handle.flush()
             os.fsync(handle.fileno())
-        return len(data) - end
+        return size - length
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Append ``records`` and flush them to the operating system (a process kill loses none)."""
@@ -287,14 +361,37 @@ class AppendLog:
 
 
 def setting_changes(stored: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
-    """``key: old -> new`` for every setting that differs (nested keys dotted), sorted by key."""
+    """``key: old -> new`` for every setting that differs (nested keys dotted), sorted by key.
+
+    Numbers compare by value (``1 == 1.0``; NaN equals NaN; floats within a relative 1e-9, the rounding
+    of settings computed in another order); lists compare in order (an order can matter, as in
+    detector thresholds).
+    """
     old, new = _flatten(stored), _flatten(_as_json(settings))
     missing = "(not set)"
     return [
         f"{key}: {_shown(old.get(key, missing))} -> {_shown(new.get(key, missing))}"
         for key in sorted(set(old) | set(new))
-        if old.get(key, missing) != new.get(key, missing)
+        if not _same(old.get(key, missing), new.get(key, missing))
     ]
+
+
+def _same(a: Any, b: Any) -> bool:
+    numbers = (int, float)
+    if (
+        isinstance(a, numbers)
+        and isinstance(b, numbers)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
+        if isinstance(a, float) or isinstance(b, float):
+            return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[key], b[key]) for key in a)
+    return type(a) is type(b) and a == b
 
 
 def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -313,13 +410,22 @@ def _shown(value: Any) -> str:
 
 
 def _as_json(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists, keys strings), so comparisons are fair."""
-    return json.loads(json.dumps(value, default=str))
+    """``value`` as it reads back from JSON (tuples become lists, keys strings, numpy and torch scalars
+    numbers, paths text), so comparisons are fair."""
+    return json.loads(json.dumps(value, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        return value.item()  # a numpy or torch scalar
+    return str(value)
 
 
 class SettingsStamp:
     """The settings that shaped a job's results: ``{"format": kind, "format_version": 1, "settings": ...}``.
 
+    A stamp may also hold a ``context``: facts about the run that are not settings and never make a
+    resume refuse, such as the working directory that relative paths in the results are relative to.
     ``accept_bare``: a JSON object without a ``settings`` key (a stamp written before this format) is
     read as the settings themselves.
     """
@@ -331,8 +437,8 @@ class SettingsStamp:
         self.kind = kind
         self.accept_bare = accept_bare
 
-    def read(self) -> dict[str, Any] | None:
-        """The stored settings; None when there is no stamp. Raises :class:`JobError` when unreadable."""
+    def _document(self) -> dict[str, Any] | None:
+        """The stamp as ``{"settings": ..., "context": ...}``; None when there is none."""
         if not self.path.exists():
             return None
         try:
@@ -345,10 +451,21 @@ class SettingsStamp:
                 raise JobError(
                     f"{self.path}: written by {kind!r}, not {self.kind!r}; use another output folder"
                 )
-            return document["settings"]
+            context = document.get("context")
+            return {"settings": document["settings"], "context": context if isinstance(context, dict) else {}}
         if isinstance(document, dict) and self.accept_bare:
-            return document
+            return {"settings": document, "context": {}}
         raise JobError(f"{self.path}: not a settings file of {self.kind!r}; remove it or use another output")
+
+    def read(self) -> dict[str, Any] | None:
+        """The stored settings; None when there is no stamp. Raises :class:`JobError` when unreadable."""
+        document = self._document()
+        return None if document is None else document["settings"]
+
+    def context(self) -> dict[str, Any]:
+        """The stored context (empty when there is none). Raises :class:`JobError` when unreadable."""
+        document = self._document()
+        return {} if document is None else document["context"]
 
     def changes(self, settings: Mapping[str, Any]) -> list[str] | None:
         """What differs between the stored settings and ``settings`` (see :func:`setting_changes`);
@@ -356,22 +473,34 @@ class SettingsStamp:
         stored = self.read()
         return None if stored is None else setting_changes(stored, settings)
 
-    def write(self, settings: Mapping[str, Any]) -> None:
-        atomic_write_json(
-            self.path,
-            {"format": self.kind, "format_version": self.FORMAT_VERSION, "settings": _as_json(settings)},
-        )
+    def write(self, settings: Mapping[str, Any], context: Mapping[str, Any] | None = None) -> None:
+        document = {
+            "format": self.kind,
+            "format_version": self.FORMAT_VERSION,
+            "settings": _as_json(settings),
+        }
+        if context:
+            document["context"] = _as_json(context)
+        remove_temporaries(self.path.parent, target=self.path.name)  # of a write a kill cut short
+        atomic_write_json(self.path, document)
 
     def require(
-        self, settings: Mapping[str, Any], *, holder: str | Path, advice: str, what: str = "results"
+        self,
+        settings: Mapping[str, Any],
+        *,
+        holder: str | Path,
+        advice: str,
+        what: str = "results",
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write the stamp when there is none; refuse (:class:`SettingsChangedError`) when it differs.
+        """Write the stamp (with ``context``) when there is none; refuse (:class:`SettingsChangedError`)
+        when it differs. A stamp that stays keeps its context.
 
         The message reads ``{holder} holds {what} made with other settings (size: 256 -> 224); {advice}``.
         """
         changed = self.changes(settings)
         if changed is None:
-            self.write(settings)
+            self.write(settings, context)
         elif changed:
             raise SettingsChangedError(
                 f"{holder} holds {what} made with other settings ({'; '.join(changed)}); {advice}"
@@ -383,6 +512,10 @@ class SettingsStamp:
 
 # ---------------------------------------------------------------------------------------------------
 # The lock
+
+
+#: What ``flock`` answers on a file system that cannot lock (NFS mounted ``nolock``, some FUSE file systems).
+_NO_LOCKS = frozenset({ENOLCK, ENOSYS, ENOTSUP, EOPNOTSUPP, EINVAL})
 
 
 class JobLock:
@@ -434,6 +567,15 @@ class JobLock:
             os.close(fd)
             if exc.errno in (EAGAIN, EACCES):
                 raise JobLockedError(self._message(_read_holder(self.path))) from None
+            if exc.errno in _NO_LOCKS:
+                with contextlib.suppress(OSError):
+                    if self.path.stat().st_size == 0:  # the empty file this call made
+                        self.path.unlink()
+                raise JobError(
+                    f"{self.path}: the file system holding it cannot lock files ({exc.strerror}; an NFS "
+                    f"mount without locking?), so a second {self.job} run could not be kept off "
+                    f"{self.target}; write the output to a file system with locks, such as a local disk"
+                ) from None
             raise
         # The holder removes the file when it releases: a lock on a file no longer at ``path`` is void.
         try:

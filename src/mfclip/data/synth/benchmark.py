@@ -30,7 +30,13 @@ from mfclip.data.manifest import MANIFEST_COLUMNS, SPLITS
 from mfclip.data.synth.generators import SEEN_GENERATORS, SYNTH_GENERATORS, UNSEEN_GENERATORS
 from mfclip.data.synth.plan import REAL, PlanEntry, build_plan
 from mfclip.data.synth.synthesize import synthesize_jpeg
-from mfclip.utils.io import atomic_write_json, atomic_write_text
+from mfclip.utils.io import (
+    TEMPORARY_PREFIX,
+    TEMPORARY_SUFFIX,
+    atomic_write_json,
+    atomic_write_text,
+    remove_temporaries,
+)
 
 # Bump when a change to the generator alters any output byte.
 SYNTH_VERSION = "1.0"
@@ -152,8 +158,7 @@ def _prepare_directory(out_dir: Path, settings: dict[str, object], overwrite: bo
             f"{out_dir}: directory is not empty and holds no synthetic benchmark; use an empty one"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (out_dir / "images").glob("**/.*.tmp"):  # left by a killed run
-        stale.unlink(missing_ok=True)
+    remove_temporaries(out_dir / "images", recursive=True)  # left by a killed run
     atomic_write_json(out_dir / _STATE_FILE, settings)
 
 
@@ -172,7 +177,9 @@ def _write_image(path: Path, data: bytes) -> None:
     """Temporary file + rename: a file at ``path`` is always complete (no fsync per image: an image
     lost to a power cut is caught by the JPEG check on resume and made again)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f"{TEMPORARY_PREFIX}{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
