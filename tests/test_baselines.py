@@ -264,7 +264,7 @@ def test_baselines_round_trip_through_checkpoints(name: str, tmp_path: Path) -> 
     expected = model.predict_proba(images)
     save_checkpoint(model, tmp_path / "ckpt", metadata={"synthetic": True})
     loaded, metadata = load_checkpoint(tmp_path / "ckpt")
-    assert type(loaded) is type(model) and metadata["synthetic"] is True
+    assert type(loaded) is type(model) and metadata.synthetic is True
     assert loaded.config == model.config
     assert torch.allclose(loaded.eval().predict_proba(images), expected, atol=1e-6)
     # fine-tuning a trained detector: its network counts as loaded (the pretrained learning rate)

@@ -22,6 +22,7 @@ from mfclip.models.checkpoint import (
     read_checkpoint_config,
     save_checkpoint,
 )
+from mfclip.models.metadata import CheckpointMetadata
 from mfclip.models.registry import create_model, register_model_type
 from mfclip.utils.config import StrictConfig
 
@@ -78,7 +79,7 @@ def test_round_trip_reproduces_outputs_exactly(model: DetectorModel, saved: Path
     assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]  # no staging dirs left
 
     loaded, metadata = load_checkpoint(saved)
-    assert metadata == METADATA
+    assert metadata == CheckpointMetadata.coerce(METADATA)
     assert type(loaded) is type(model)
     assert not loaded.training
     assert loaded.config.to_dict() == model.config.to_dict()
@@ -95,10 +96,10 @@ def test_config_json_layout(model: DetectorModel, saved: Path) -> None:
 
     document = json.loads((saved / "config.json").read_text())
     assert document["format"] == "mfclip-checkpoint"
-    assert document["format_version"] == 1
+    assert document["format_version"] == 2
     assert document["mfclip_version"] == __version__
     assert document["model"] == model.config.to_dict()
-    assert document["metadata"] == METADATA
+    assert document["metadata"] == CheckpointMetadata.coerce(METADATA).to_dict()
     assert document["weights"]["file"] == "model.safetensors"
     assert document["weights"]["bytes"] == (saved / "model.safetensors").stat().st_size
     assert document["weights"]["parameters"] == sum(p.numel() for p in model.parameters())
@@ -148,17 +149,18 @@ def test_card_without_training_information(tmp_path: Path) -> None:
     assert "synthetic" not in card.lower()
     assert "No training information was recorded" in card
     assert "No evaluation results were recorded" in card
-    assert load_checkpoint(path)[1] == {}
+    assert load_checkpoint(path)[1] == CheckpointMetadata()
 
 
 def test_saving_over_an_existing_checkpoint(model: DetectorModel, tmp_path: Path) -> None:
     target = tmp_path / "run"
     save_checkpoint(tiny_model(seed=7), target, {"epochs": 1})
     (target / "events.log").write_text("kept")
-    save_checkpoint(model, target, {"epochs": 2, "path": Path("a/b"), "score": np.float32(0.5)})
+    extra = {"path": Path("a/b"), "score": np.float32(0.5)}
+    save_checkpoint(model, target, {"epochs": 2, "extra": extra})
     assert (target / "events.log").read_text() == "kept"
     loaded, metadata = load_checkpoint(target)
-    assert metadata == {"epochs": 2, "path": "a/b", "score": 0.5}
+    assert metadata.epochs == 2 and metadata.extra == {"path": "a/b", "score": 0.5}
     with torch.no_grad():
         assert torch.equal(loaded.predict_proba(IMAGES), model.predict_proba(IMAGES))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
@@ -257,12 +259,8 @@ def test_lightning_style_file_with_hyper_parameters(model: DetectorModel, tmp_pa
         path,
     )
     loaded, metadata = load_checkpoint(path)
-    assert metadata == {
-        "epoch": 4,
-        "global_step": 40,
-        "pytorch-lightning_version": "2.6.0",
-        "synthetic": True,
-    }
+    assert metadata.global_step == 40 and metadata.synthetic is True
+    assert metadata.extra == {"epoch": 4, "pytorch-lightning_version": "2.6.0"}
     with torch.no_grad():
         assert torch.equal(loaded.predict_proba(IMAGES), model.predict_proba(IMAGES))
 
@@ -298,7 +296,7 @@ def test_real_lightning_checkpoint(model: DetectorModel, tmp_path: Path) -> None
     trainer.fit(module, loader)
     trainer.save_checkpoint(tmp_path / "real.ckpt")
     loaded, metadata = load_checkpoint(tmp_path / "real.ckpt")
-    assert metadata["global_step"] == 1
+    assert metadata.global_step == 1
     trained = module.model.eval()  # the step updated BatchNorm statistics
     with torch.no_grad():
         assert torch.equal(loaded.predict_proba(IMAGES), trained.predict_proba(IMAGES))
@@ -371,7 +369,7 @@ def test_missing_directory_and_config(tmp_path: Path) -> None:
             json.dumps({"model_type": "clip", "architectures": ["CLIPModel"]}),
             "looks like a Hugging Face model",
         ),
-        (json.dumps({"format": "mfclip-checkpoint", "format_version": 2, "model": {}}), "newer mfclip"),
+        (json.dumps({"format": "mfclip-checkpoint", "format_version": 3, "model": {}}), "newer mfclip"),
         (
             json.dumps({"format": "mfclip-checkpoint", "format_version": "1", "model": {}}),
             "must be an integer",

@@ -143,8 +143,10 @@ def test_model_card(detector: Detector, checkpoint: Path) -> None:
     assert card["name"] == "detector-test" and card["preset"] == "mfclip-tiny"
     assert card["architecture"] == "MFCLIP"
     assert card["image_size"] == 64 and card["parameters"] > 0
-    assert card["metadata"]["protocol"] == "cross-generator"
-    assert card["format"] == "mfclip-checkpoint" and card["format_version"] == 1
+    assert card["metadata"]["protocol"]["name"] == "cross-generator"
+    assert card["metadata"]["synthetic"] is True
+    assert card["input"] == {"resize": "shorter_side_center_crop", "interpolation": "bicubic", "face": None}
+    assert card["format"] == "mfclip-checkpoint" and card["format_version"] == 2
     assert card["card"] == (checkpoint / "README.md").read_text(encoding="utf-8")
     assert card["config"]["vision"]["noise"]["grid"] == 2
     json.dumps(card)  # serialisable as is

@@ -64,7 +64,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
     model = create_model("clip-probe-tiny")
-    save_checkpoint(model, run / "best", metadata={"protocol": "toy", "variant": "b", "synthetic": True})
+    metadata = {"protocol": {"name": "toy", "variant": "b"}, "synthetic": True}
+    save_checkpoint(model, run / "best", metadata=metadata)
     (run / "train_summary.json").write_text("{}", encoding="utf-8")
     return run
 

@@ -98,7 +98,7 @@ def test_checkpoint_from_the_cache_with_revisions(
 
     detector = Detector.from_pretrained("hf-hub:mfclip-org/tiny", device="cpu")
     assert torch.equal(detector.score(IMAGES), expected_main)
-    assert detector.metadata["name"] == "tiny-hub-test"
+    assert detector.metadata.name == "tiny-hub-test"
     assert detector.model_card()["card"].startswith("---\n")  # the README came along
     for name in ("hf-hub:mfclip-org/tiny@dev", f"hf-hub:mfclip-org/tiny@{dev_snapshot.name}"):
         assert torch.equal(scores(load_checkpoint(name)[0]), expected_dev), name

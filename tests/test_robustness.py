@@ -82,13 +82,16 @@ def test_noise_is_seeded_by_content_not_by_call_order(photo: Image.Image) -> Non
 
 
 def test_perturbed_transform_degrades_before_resizing(photo: Image.Image) -> None:
-    transform = PerturbedTransform(64, parse_perturbation("blur3"))
+    from mfclip.data.transforms import ImageTransform, TransformConfig
+
+    base = ImageTransform(64, TransformConfig(resize="direct", interpolation="bilinear"))
+    transform = PerturbedTransform(base, parse_perturbation("blur3"))
     assert transform.draft_size is None and not transform.augments
+    assert transform.config.resize == "direct" and transform.config.interpolation == "bilinear"
     tensor = transform(photo)
     assert tuple(tensor.shape) == (3, 64, 64) and 0.0 <= float(tensor.min()) <= float(tensor.max()) <= 1.0
-    from mfclip.data.transforms import ImageTransform
 
-    clean = ImageTransform(64)(photo)
+    clean = base(photo)
     assert float((tensor - clean).abs().mean()) > 0.005
 
 

@@ -71,9 +71,10 @@ def test_cli_trains_every_variant_into_a_complete_run_directory(variant_runs: Pa
         model, metadata = load_checkpoint(run / "best")
         p_fake = model.predict_proba(torch.rand(3, 3, 32, 32))
         assert p_fake.shape == (3,) and bool(((p_fake >= 0) & (p_fake <= 1)).all())
-        assert metadata["protocol"]["variant"] == variant and metadata["synthetic"] is True
-        assert metadata["metrics"]["val"]["auc"] == pytest.approx(summary["best_val_auc"])
-        assert metadata["epochs"] == summary["best_epoch"]
+        assert metadata.protocol is not None and metadata.protocol.variant == variant
+        assert metadata.synthetic is True and metadata.prompt_set is not None
+        assert metadata.metrics["val"]["auc"] == pytest.approx(summary["best_val_auc"])  # type: ignore[index]
+        assert metadata.epochs == summary["best_epoch"]
         assert "Trained on synthetic data" in (run / "best" / "README.md").read_text()
         # The Lightning checkpoints are self-describing too.
         from_lightning, _ = load_checkpoint(run / "checkpoints" / "best.ckpt")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mfclip.cli import FACE_DETECT_HELP
+
 
 def register(app: typer.Typer) -> None:
     app.command("explain", no_args_is_help=True)(explain_command)
@@ -23,7 +25,9 @@ def explain_command(
         ..., "--out", "-o", help="Output panel: .png, .jpg/.jpeg, .pdf or .svg (by its suffix)."
     ),
     face_detect: str = typer.Option(
-        None, "--face-detect", help="Crop the largest face first: mtcnn or haar."
+        "auto",
+        "--face-detect",
+        help=FACE_DETECT_HELP,
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
     threshold: float = typer.Option(

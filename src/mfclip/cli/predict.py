@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mfclip.cli import FACE_DETECT_HELP
+
 #: Exit status when every input failed (documented in docs/inference.md).
 NOTHING_SCORED = 1
 #: More CPU threads, devices or nodes than any machine has: a mistyped number, refused before any work.
@@ -35,7 +37,9 @@ def predict_command(
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per forward pass."),
     frames: int = typer.Option(16, "--frames", min=1, help="Frames sampled uniformly from each video."),
     face_detect: str = typer.Option(
-        None, "--face-detect", help="Crop the largest face first: mtcnn or haar (default: whole image)."
+        "auto",
+        "--face-detect",
+        help=FACE_DETECT_HELP,
     ),
     device: str = typer.Option("auto", "--device", help="auto (GPU when present), cpu, cuda, cuda:1, mps."),
     dtype: str = typer.Option(None, "--dtype", help="float32 (default), bfloat16 or float16."),

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from mfclip.cli import FACE_DETECT_HELP
+
 API_KEY_ENV = "MFCLIP_API_KEY"
 
 # Settings field -> the command-line option that sets it, for one-line error messages.
@@ -92,7 +94,9 @@ def serve_command(
         256, "--max-connections", help="Connections at once; requests beyond get 503."
     ),
     face_detect: str = typer.Option(
-        None, "--face-detect", help="Crop the largest face first: mtcnn or haar."
+        "auto",
+        "--face-detect",
+        help=FACE_DETECT_HELP,
     ),
     device: str = typer.Option("auto", "--device", help="auto (GPU when present), cpu, cuda, ..."),
     dtype: str = typer.Option(None, "--dtype", help="float32 (default), bfloat16 or float16."),

@@ -163,7 +163,9 @@ class ManifestDataset(Dataset):
             :meth:`mfclip.engine.protocol.RowSelector.select`); its index is reported as ``index``.
         root: directory the manifest paths are relative to.
         image_size: the model's input size ``S``.
-        transform: resize and augmentation settings; augmentation runs only when ``train``.
+        transform: resize and augmentation settings (augmentation runs only when ``train``), or a
+            built :class:`~mfclip.data.transforms.ImageTransform` of size ``S`` used as it is (e.g. the
+            model's own, :meth:`ImageTransform.for_model`).
         prompt_set: prompt set name or path; prompt tokens of every row are computed once, here.
         train: enable augmentation (drawn from a generator seeded per DataLoader worker).
         max_pixels: refuse images with more pixels than this (decompression bombs).
@@ -177,7 +179,7 @@ class ManifestDataset(Dataset):
         df: pd.DataFrame,
         root: str | Path,
         image_size: int,
-        transform: TransformConfig | None = None,
+        transform: TransformConfig | ImageTransform | None = None,
         prompt_set: str = "default",
         train: bool = False,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -208,7 +210,14 @@ class ManifestDataset(Dataset):
             **{name: df.get(name) for name in PROMPT_COLUMNS},
             prompt_set=prompt_set,
         )
-        self.transform = ImageTransform(image_size, transform, train)
+        if isinstance(transform, ImageTransform):
+            if transform.image_size != int(image_size):
+                raise ValueError(
+                    f"the transform makes {transform.image_size} px images, the dataset {image_size} px"
+                )
+            self.transform = transform
+        else:
+            self.transform = ImageTransform(image_size, transform, train)
         self.image_size = int(image_size)
         self.train = train
         self.max_pixels = max_pixels

@@ -1,5 +1,9 @@
 """Image → model input: resize to the model's square input and, for training, augmentation.
 
+:meth:`ImageTransform.for_model` is the one builder every entry point uses: it reads the model's input
+contract (``model.config.image_size`` and ``model.config.input``, see :mod:`mfclip.inputs`), so training,
+validation, evaluation, the Detector, the server, explanations and exports all resize alike.
+
 No normalisation happens here: every model takes RGB floats in ``[0, 1]`` and normalises internally
 (CLIP mean/std, SRM scaling), so datasets, the detector and the server all feed the same thing.
 
@@ -12,18 +16,17 @@ function, so robustness evaluation can apply one degradation at a fixed strength
 from __future__ import annotations
 
 import io
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from pydantic import Field, model_validator
 
+from mfclip.inputs import InputConfig, Interpolation, ResizeMode, input_contract
 from mfclip.utils.config import StrictConfig
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-ResizeMode = Literal["shorter_side_center_crop", "direct"]
-Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -79,10 +82,10 @@ class AugmentConfig(StrictConfig):
 class TransformConfig(StrictConfig):
     """How an image becomes the model's ``S x S`` input.
 
-    ``resize``: ``shorter_side_center_crop`` (default) scales the shorter side to ``S`` and crops the
-    centre, keeping the aspect ratio; ``direct`` scales to ``S x S``, distorting non-square images but
-    keeping all content. ``jpeg_draft`` decodes large JPEGs at a reduced scale first (faster, slightly
-    different pixels). ``augment`` applies only to training datasets.
+    ``resize`` and ``interpolation`` are the model's input contract (:class:`mfclip.inputs.InputConfig`;
+    build this from a model with :meth:`ImageTransform.for_model`). ``jpeg_draft`` decodes large JPEGs at
+    a reduced scale first (faster, slightly different pixels). ``augment`` applies only to training
+    datasets.
     """
 
     resize: ResizeMode = "shorter_side_center_crop"
@@ -192,6 +195,42 @@ class ImageTransform:
         self.image_size = int(image_size)
         self.config = config or TransformConfig()
         self.train = train
+
+    @classmethod
+    def for_model(
+        cls,
+        model: Any,
+        *,
+        train: bool = False,
+        augment: AugmentConfig | None = None,
+        jpeg_draft: bool = False,
+    ) -> ImageTransform:
+        """The transform of a model's input contract (a detector model, or its config).
+
+        ``train`` turns on ``augment`` (default :class:`AugmentConfig`); evaluation and scoring use
+        ``train=False``. Raises ValueError when the model's config declares no input contract.
+        """
+        size, contract = input_contract(model)
+        return cls.from_contract(size, contract, train=train, augment=augment, jpeg_draft=jpeg_draft)
+
+    @classmethod
+    def from_contract(
+        cls,
+        image_size: int,
+        contract: InputConfig,
+        *,
+        train: bool = False,
+        augment: AugmentConfig | None = None,
+        jpeg_draft: bool = False,
+    ) -> ImageTransform:
+        """The transform of an input contract recorded elsewhere (e.g. in an exported model's metadata)."""
+        config = TransformConfig(
+            resize=contract.resize,
+            interpolation=contract.interpolation,
+            jpeg_draft=jpeg_draft,
+            augment=augment if augment is not None else AugmentConfig(),
+        )
+        return cls(image_size, config, train=train)
 
     @property
     def augments(self) -> bool:

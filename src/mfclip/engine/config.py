@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mfclip.data.transforms import AugmentConfig, Interpolation, ResizeMode
+from mfclip.data.transforms import AugmentConfig
+from mfclip.inputs import FaceCropConfig, Interpolation, ResizeMode
 from mfclip.utils.config import ConfigError, StrictConfig, apply_overrides, closest, load_yaml
 
 TRAIN_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
@@ -49,6 +50,13 @@ class DataSection(StrictConfig):
     ``val``). With a protocol, ``manifest`` replaces the protocol's manifest and ``data_dir`` is the folder
     its manifest paths are relative to. ``root`` is the folder image paths are relative to (default: the
     manifest's folder).
+
+    ``resize``, ``interpolation`` and ``face_crop`` become the trained model's input contract
+    (``model.config.input``, saved in its checkpoint and used by evaluation and serving): ``None`` keeps
+    the model preset's value; ``face_crop: auto`` reads the crop settings ``mfclip preprocess`` recorded
+    beside the training manifest (``preprocess.json``) and otherwise keeps the preset's (none: images
+    used as they are); ``off`` records that the images were not face-cropped; a mapping gives the
+    settings (:class:`mfclip.inputs.FaceCropConfig`).
     """
 
     manifest: str | None = None
@@ -58,8 +66,9 @@ class DataSection(StrictConfig):
     data_dir: str | None = None
     prompt_set: str = "default"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    resize: ResizeMode = "shorter_side_center_crop"
-    interpolation: Interpolation = "bicubic"
+    resize: ResizeMode | None = None
+    interpolation: Interpolation | None = None
+    face_crop: Literal["auto", "off"] | FaceCropConfig = "auto"
     batch_size: PositiveInt = 24
     eval_batch_size: PositiveInt | None = None
     num_workers: Annotated[int, Field(ge=0)] = 4

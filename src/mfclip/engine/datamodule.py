@@ -28,9 +28,10 @@ from torch.utils.data import DataLoader, Sampler
 from mfclip.data.dataset import CorruptPolicy, ManifestDataset, collate_batch
 from mfclip.data.manifest import load_manifest
 from mfclip.data.sampling import balanced_weights
-from mfclip.data.transforms import TransformConfig
+from mfclip.data.transforms import ImageTransform
 from mfclip.engine.config import DataSection
 from mfclip.engine.protocol import Protocol, RowSelector, load_protocol
+from mfclip.inputs import FaceCropConfig, InputConfig
 from mfclip.utils.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,47 @@ def _check_rows(rows: TrainingRows, where: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# The input contract
+# ---------------------------------------------------------------------------------------------------
+
+
+def resolve_input_contract(data: DataSection, rows: TrainingRows, preset: InputConfig) -> InputConfig:
+    """The input contract a model trained on ``rows`` records: ``data``'s settings over the preset's.
+
+    See :class:`~mfclip.engine.config.DataSection` for ``resize``, ``interpolation`` and ``face_crop``.
+    """
+    if isinstance(data.face_crop, FaceCropConfig):
+        face: FaceCropConfig | None = data.face_crop
+    elif data.face_crop == "off":
+        face = None
+    else:
+        face = recorded_face_crop(rows.train_manifest.parent, rows.train_root) or preset.face
+        val_crop = recorded_face_crop(rows.val_manifest.parent, rows.val_root)
+        if val_crop is not None and face is not None and val_crop != face:
+            logger.warning(
+                "the validation crops (%s) were cut unlike the training crops (%s)",
+                val_crop.describe(),
+                face.describe(),
+            )
+    return InputConfig(
+        resize=data.resize or preset.resize,
+        interpolation=data.interpolation or preset.interpolation,
+        face=face,
+    )
+
+
+def recorded_face_crop(*folders: Path) -> FaceCropConfig | None:
+    """The crop settings ``mfclip preprocess`` recorded in the first of ``folders`` that has them."""
+    from mfclip.face.pipeline import crop_settings_of
+
+    for folder in dict.fromkeys(folders):
+        found = crop_settings_of(folder)
+        if found is not None:
+            return found
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
 # Sampling
 # ---------------------------------------------------------------------------------------------------
 
@@ -295,19 +337,21 @@ class SeededManifestDataset(ManifestDataset):
 
 
 class DetectorDataModule(L.LightningDataModule):
-    """Loaders of the training and validation rows for a model with input size ``image_size``."""
+    """Loaders of the training and validation rows for ``model``, transformed by its input contract."""
 
     def __init__(
         self,
         data: DataSection,
-        image_size: int,
+        model: Any,
         seed: int = 0,
         rows: TrainingRows | None = None,
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
         self.data = data
-        self.image_size = int(image_size)
+        self.train_transform = ImageTransform.for_model(model, train=True, augment=data.augment)
+        self.val_transform = ImageTransform.for_model(model)
+        self.image_size = self.val_transform.image_size
         self.seed = int(seed)
         self.rows = rows
         self.pin_memory = pin_memory
@@ -321,15 +365,12 @@ class DetectorDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         data, rows = self.data, self.rows
-        transform = TransformConfig(
-            resize=data.resize, interpolation=data.interpolation, augment=data.augment
-        )
         limits = {"max_corrupt": data.max_corrupt, "max_corrupt_fraction": data.max_corrupt_fraction}
         self.train_set = SeededManifestDataset(
             rows.train,
             rows.train_root,
             self.image_size,
-            transform=transform,
+            transform=self.train_transform,
             prompt_set=data.prompt_set,
             train=True,
             corrupt_policy=CorruptPolicy(action="replace", **limits),
@@ -339,7 +380,7 @@ class DetectorDataModule(L.LightningDataModule):
             rows.val,
             rows.val_root,
             self.image_size,
-            transform=transform,
+            transform=self.val_transform,
             prompt_set=data.prompt_set,
             train=False,
             corrupt_policy=CorruptPolicy(action="drop", **limits),

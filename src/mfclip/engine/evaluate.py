@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mfclip.data.manifest import DESCRIPTIVE_COLUMNS, spreadsheet_row
+from mfclip.data.transforms import ImageTransform
 from mfclip.engine import runinfo
 from mfclip.engine.protocol import Perturbation, Protocol, RowSelector, load_protocol
 from mfclip.engine.robustness import perturbed_name, resolve_perturbations, robustness_table
@@ -39,6 +40,7 @@ from mfclip.metrics import (
 )
 from mfclip.metrics.grouped import check_group_by
 from mfclip.metrics.report import METRICS_FILE, PREDICTIONS_FILES, read_metrics
+from mfclip.models.metadata import CheckpointMetadata
 from mfclip.utils.config import ConfigError
 from mfclip.utils.io import atomic_write_json, atomic_write_text, remove_temporaries
 from mfclip.utils.jobs import AppendLog, CsvRows, JobError, JobLock, SettingsStamp, setting_changes
@@ -238,7 +240,7 @@ class _Scorer:
     inference: Any
     device: Any
     dtype: Any
-    transform_config: Any
+    transform: Any  # the model's evaluation transform (ImageTransform.for_model)
     batch_size: int
     workers: int
     seed: int
@@ -257,18 +259,17 @@ class _Scorer:
         todo = test_set.rows[~test_set.rows.index.isin(done)] if done.size else test_set.rows
         if todo.empty:
             return
+        transform = self.transform
+        if test_set.perturbation is not None:
+            transform = PerturbedTransform(transform, test_set.perturbation, seed=self.seed)
         dataset = ManifestDataset(
             todo,
             test_set.root,
             self.model.image_size,
-            transform=self.transform_config,
+            transform=transform,
             train=False,
             corrupt_policy=CorruptPolicy(action="drop"),
         )
-        if test_set.perturbation is not None:
-            dataset.transform = PerturbedTransform(
-                self.model.image_size, test_set.perturbation, self.transform_config, seed=self.seed
-            )
         workers = self.workers if len(todo) > self.batch_size else 0
         loader = DataLoader(
             dataset,
@@ -487,7 +488,7 @@ def evaluate(
             inference=model.inference_module().eval(),
             device=torch_device,
             dtype=torch_dtype,
-            transform_config=_transform_config(metadata),
+            transform=ImageTransform.for_model(model),
             batch_size=batch_size,
             workers=_auto_workers() if workers is None else max(int(workers), 0),
             seed=seed,
@@ -506,7 +507,8 @@ def evaluate(
                 "root": str(test_set.root.resolve()),  # the same rows under another root are other images
                 "n_rows": len(test_set.rows),
                 "perturbation": test_set.perturbation.to_dict() if test_set.perturbation else None,
-                "transform": scorer.transform_config.to_dict() if scorer.transform_config else None,
+                # The resize the model's input contract asks for (evaluation cuts no faces).
+                "transform": scorer.transform.config.to_dict(),
                 # Only the noise degradation draws random numbers.
                 "seed": int(seed)
                 if test_set.perturbation and test_set.perturbation.kind == "noise"
@@ -562,7 +564,7 @@ def evaluate(
                 "variant": variant,
                 "manifest": str(manifest) if manifest is not None else None,
                 "test_sets": {t.name: safe_name(t.name) for t in test_sets},
-                "synthetic": bool(metadata.get("synthetic", False)) or _protocol_is_synthetic(protocol),
+                "synthetic": metadata.is_synthetic or _protocol_is_synthetic(protocol),
                 **metric_settings,
             },
         )
@@ -656,24 +658,12 @@ def _perturbations_of(test_sets: Sequence[TestSet]) -> list[Perturbation]:
     return list(found.values())
 
 
-def _transform_config(metadata: dict[str, Any]) -> Any:
-    """The resize settings the checkpoint was trained with (metadata ``transform``), else the defaults."""
-    from mfclip.data.transforms import TransformConfig
-
-    recorded = metadata.get("transform")
-    if not isinstance(recorded, dict):
-        return TransformConfig()
-    settings = {k: v for k, v in recorded.items() if k in ("resize", "interpolation", "jpeg_draft")}
-    return TransformConfig.from_dict(settings, source="checkpoint metadata 'transform'")
-
-
-def _trained_variant(protocol: Protocol | str | Path, metadata: dict[str, Any]) -> str | None:
+def _trained_variant(protocol: Protocol | str | Path, metadata: CheckpointMetadata) -> str | None:
     """The variant recorded in the checkpoint's metadata, when it was trained on the same protocol."""
-    trained = metadata.get("protocol")
-    if isinstance(trained, dict):
-        trained_name, recorded = trained.get("name"), trained.get("variant")
-    else:
-        trained_name, recorded = trained, metadata.get("variant")
+    trained = metadata.protocol
+    if trained is None:
+        return None
+    trained_name, recorded = trained.name, trained.variant
     if not recorded:
         return None
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)

@@ -22,7 +22,6 @@ from PIL import Image
 
 from mfclip.data.transforms import (
     ImageTransform,
-    TransformConfig,
     downscale,
     gaussian_blur,
     jpeg_recompress,
@@ -143,16 +142,11 @@ def apply_perturbation(image: Image.Image, perturbation: Perturbation, seed: int
 
 
 class PerturbedTransform(ImageTransform):
-    """An evaluation transform that degrades the decoded image first, then resizes it as usual."""
+    """An evaluation transform that degrades the decoded image first, then resizes it as ``transform`` does
+    (the model's own transform, :meth:`ImageTransform.for_model`)."""
 
-    def __init__(
-        self,
-        image_size: int,
-        perturbation: Perturbation,
-        config: TransformConfig | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(image_size, config, train=False)
+    def __init__(self, transform: ImageTransform, perturbation: Perturbation, seed: int = 0) -> None:
+        super().__init__(transform.image_size, transform.config, train=False)
         self.perturbation = perturbation
         self.seed = int(seed)
 

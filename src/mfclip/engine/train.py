@@ -157,12 +157,18 @@ def config_from_checkpoint(checkpoint: Path) -> TrainConfig:
 # ---------------------------------------------------------------------------------------------------
 
 
-def build_model(config: TrainConfig, load_clip_weights: bool = True) -> Any:
+def build_model(config: TrainConfig, load_clip_weights: bool = True, rows: Any = None) -> Any:
     """The detector ``config.model`` describes, with its pretrained weights (``model.clip_weights``,
-    ``model.backbone_weights``) loaded unless told otherwise (a resumed run restores its own)."""
+    ``model.backbone_weights``) loaded unless told otherwise (a resumed run restores its own).
+
+    With the training ``rows``, the model's input contract is the one training on them records
+    (``data.resize``, ``data.interpolation``, ``data.face_crop``; see ``docs/training.md``).
+    """
     from mfclip.models.registry import create_model
 
     overrides = dict(config.model.overrides)
+    if rows is not None:
+        overrides["input"] = input_contract_for(config, rows).to_dict()
     model = create_model(config.model.name, **overrides)
     if load_clip_weights and config.model.clip_weights:
         from mfclip.models.weights import load_clip_weights_into
@@ -174,6 +180,16 @@ def build_model(config: TrainConfig, load_clip_weights: bool = True) -> Any:
 
         load_backbone_weights_into(model, config.model.backbone_weights)
     return model
+
+
+def input_contract_for(config: TrainConfig, rows: Any) -> Any:
+    """The :class:`~mfclip.inputs.InputConfig` a model trained by ``config`` on ``rows`` records."""
+    from mfclip.engine.datamodule import resolve_input_contract
+    from mfclip.inputs import input_contract
+    from mfclip.models.registry import get_model_config
+
+    preset = get_model_config(config.model.name, **dict(config.model.overrides))
+    return resolve_input_contract(config.data, rows, input_contract(preset)[1])
 
 
 def check_config(config: TrainConfig) -> None:
@@ -273,30 +289,31 @@ def build_trainer(config: TrainConfig, run_dir: Path, callbacks: list[Any], logg
 
 def _model_metadata(
     config: TrainConfig, rows: Any, run_dir: Path, metrics: dict[str, float], epoch: int, step: int
-) -> dict[str, Any]:
+) -> Any:
+    from mfclip.models.metadata import CheckpointMetadata, PromptSetInfo, ProtocolInfo
+
     protocol = None
     if rows.protocol is not None:
-        protocol = {"name": rows.protocol.name, "variant": rows.variant, "source": rows.protocol.source}
-    val = {key.split("/", 1)[1]: value for key, value in metrics.items() if key.startswith("val/")}
-    metadata: dict[str, Any] = {
-        "name": run_name(config),
-        "train_manifest": str(rows.train_manifest),
-        "val_manifest": str(rows.val_manifest),
-        "datasets": rows.datasets,
-        "protocol": protocol,
-        "metrics": {"val": val},
-        "synthetic": rows.synthetic,
-        "epochs": epoch,
-        "global_step": step,
-        "seed": config.trainer.seed,
-        "selection": "best val/auc on the source-domain validation rows",
-        "run_dir": str(run_dir),
-        "train_rows": len(rows.train),
-        "val_rows": len(rows.val),
-    }
-    if config.model.clip_weights:
-        metadata["clip_weights"] = config.model.clip_weights
-    return metadata
+        protocol = ProtocolInfo(name=rows.protocol.name, variant=rows.variant, source=rows.protocol.source)
+    val = {key.split("/", 1)[1]: float(value) for key, value in metrics.items() if key.startswith("val/")}
+    return CheckpointMetadata(
+        name=run_name(config),
+        train_manifest=str(rows.train_manifest),
+        val_manifest=str(rows.val_manifest),
+        datasets=rows.datasets,
+        protocol=protocol,
+        prompt_set=PromptSetInfo.of(config.data.prompt_set),
+        metrics={"val": val},
+        synthetic=rows.synthetic,
+        epochs=epoch,
+        global_step=step,
+        seed=config.trainer.seed,
+        selection="best val/auc on the source-domain validation rows",
+        run_dir=str(run_dir),
+        train_rows=len(rows.train),
+        val_rows=len(rows.val),
+        clip_weights=config.model.clip_weights,
+    )
 
 
 @contextlib.contextmanager
@@ -362,7 +379,7 @@ def train(
     seed = config.trainer.seed
     L.seed_everything(seed, workers=True, verbose=False)
     rows = resolve_rows(config.data)
-    model = build_model(config, load_clip_weights=resume_point is None)
+    model = build_model(config, load_clip_weights=resume_point is None, rows=rows)
     started, started_utc = time.time(), runinfo.utc_now()
     if rank_zero:
         runinfo.write_run_files(
@@ -378,9 +395,7 @@ def train(
         # TF32 tensor cores for float32 matrix products ("high"), as CLIP trainers do.
         torch.set_float32_matmul_precision(config.trainer.matmul_precision)
     pin_memory = on_cuda
-    datamodule = DetectorDataModule(
-        config.data, model.image_size, seed=seed, rows=rows, pin_memory=pin_memory
-    )
+    datamodule = DetectorDataModule(config.data, model, seed=seed, rows=rows, pin_memory=pin_memory)
     module = DetectorModule(model, config.optim, train_config=config.to_dict())
 
     best_dir = run_dir / runinfo.BEST_DIR
@@ -502,8 +517,9 @@ def _export_best(
     from mfclip.models.checkpoint import load_checkpoint, save_checkpoint
 
     model, info = load_checkpoint(best_ckpt)
-    epoch = best_export.best_epoch if best_export.best_epoch is not None else int(info.get("epoch", 0)) + 1
-    step = best_export.best_step if best_export.best_step is not None else int(info.get("global_step", 0))
+    recorded_epoch = int(info.extra.get("epoch", 0)) + 1  # Lightning counts epochs from 0
+    epoch = best_export.best_epoch if best_export.best_epoch is not None else recorded_epoch
+    step = best_export.best_step if best_export.best_step is not None else int(info.global_step or 0)
     metrics = dict(best_export.best_metrics)
     metadata = _model_metadata(config, rows, run_dir, metrics, epoch, step)
     return save_checkpoint(model, best_dir, metadata)

@@ -6,8 +6,10 @@ from mfclip.face.alignment import (
     align_face,
     alignment_matrix,
     crop_face,
+    cut_face,
     similarity_transform,
     template_landmarks,
+    usable_faces,
 )
 from mfclip.face.detectors import (
     FaceBox,
@@ -20,6 +22,7 @@ from mfclip.face.pipeline import (
     PreprocessConfig,
     PreprocessError,
     PreprocessResult,
+    crop_settings_of,
     preprocess,
     sources_from_manifest,
     sources_from_paths,
@@ -36,6 +39,8 @@ __all__ = [
     "align_face",
     "alignment_matrix",
     "crop_face",
+    "crop_settings_of",
+    "cut_face",
     "get_detector",
     "list_detectors",
     "preprocess",
@@ -43,4 +48,5 @@ __all__ = [
     "sources_from_manifest",
     "sources_from_paths",
     "template_landmarks",
+    "usable_faces",
 ]

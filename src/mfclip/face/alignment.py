@@ -1,5 +1,8 @@
 """Face crops: an enlarged square around a detector box, or a 5-point similarity alignment.
 
+:func:`cut_face` is the one crop both ``mfclip preprocess`` and scoring (``Detector``, ``mfclip predict``,
+``mfclip serve``) run, driven by a :class:`~mfclip.inputs.FaceCropConfig`.
+
 The alignment follows the DeepfakeBench convention: the five landmarks are mapped by a least-squares
 similarity transform onto the ArcFace 112x112 template scaled to the output size, and the template is
 shrunk towards the centre by ``scale`` (1.3) so the crop keeps some context around the face.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from mfclip.face.detectors import FaceBox
+from mfclip.inputs import FaceCropConfig
 
 #: The ArcFace five-point template for 112x112 crops: left eye, right eye, nose tip, mouth left, mouth right.
 ARCFACE_TEMPLATE_112 = np.array(
@@ -117,3 +121,20 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 256, scale:
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
+
+
+def usable_faces(faces: list[FaceBox], min_score: float = 0.0) -> list[FaceBox]:
+    """The detections worth cropping, in the detector's order (largest first): score >= ``min_score``."""
+    return [face for face in faces if face.score >= min_score and face.area > 0]
+
+
+def cut_face(image: np.ndarray, face: FaceBox, settings: FaceCropConfig) -> np.ndarray:
+    """The ``settings.size`` square crop of one detected face, aligned or boxed as ``settings`` say."""
+    if settings.align == "deepfakebench":
+        if face.landmarks is None:
+            raise ValueError(
+                f"{settings.align} alignment needs facial landmarks, and the {settings.detector} detection "
+                "has none"
+            )
+        return align_face(image, face.landmarks, size=settings.size, scale=settings.scale)
+    return crop_face(image, face, margin=settings.margin, size=settings.size)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from mfclip.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, load_image
 from mfclip.data.manifest import (
@@ -43,11 +43,12 @@ from mfclip.data.manifest import (
 )
 from mfclip.data.paths import HIDDEN, INVALID_FOLDER_NAME, display_path, walk
 from mfclip.data.video import VIDEO_EXTENSIONS, VideoDecodeError, is_video_path, sample_frames
-from mfclip.face.alignment import align_face, crop_face
+from mfclip.face.alignment import cut_face, usable_faces
 from mfclip.face.detectors import FaceBox, FaceDetector, get_detector
-from mfclip.utils.config import StrictConfig, closest
+from mfclip.inputs import DEFAULT_FACE_MARGIN, FaceCropConfig
+from mfclip.utils.config import ConfigError, closest
 from mfclip.utils.io import atomic_write, atomic_write_bytes, remove_temporaries
-from mfclip.utils.jobs import AppendLog, JobLock, JsonLines, SettingsStamp
+from mfclip.utils.jobs import AppendLog, JobError, JobLock, JsonLines, SettingsStamp
 
 #: Columns the pipeline adds to describe each crop.
 FACE_COLUMNS = (
@@ -79,24 +80,19 @@ class PreprocessError(ValueError):
     """Preprocessing cannot start or continue; the message names the input, folder or setting."""
 
 
-class PreprocessConfig(StrictConfig):
-    """Settings of :func:`preprocess`."""
+class PreprocessConfig(FaceCropConfig):
+    """Settings of :func:`preprocess`: the face crop (:class:`~mfclip.inputs.FaceCropConfig`) and the run.
 
-    detector: Literal["mtcnn", "haar", "none"] = "mtcnn"
-    #: Extra keyword arguments for the detector (e.g. ``min_face_size`` for mtcnn).
-    detector_options: dict[str, Any] = Field(default_factory=dict)
+    The crop settings are what a model trained on the crops records as its input contract, so that
+    serving cuts faces from photos the same way (:meth:`crop_settings`).
+    """
+
     #: Box crops: the square's side is the box's longer side times ``1 + margin``.
     #: ``None``: 0.3 with a detector, 0 with ``detector="none"`` (the centred square as it is).
     margin: float | None = Field(default=None, ge=0)
-    #: Aligned crops: how far the face template is shrunk towards the centre (DeepfakeBench: 1.3).
-    scale: float = Field(default=1.3, gt=0)
-    size: int = Field(default=256, ge=8, le=4096)
     faces: Literal["largest", "all"] = "largest"
     #: Frames sampled uniformly from each video.
     frames: int = Field(default=32, ge=1)
-    align: Literal["none", "deepfakebench"] = "none"
-    #: Detections scoring below this are dropped.
-    min_score: float = 0.0
     format: Literal["png", "jpg"] = "png"
     jpeg_quality: int = Field(default=95, ge=1, le=100)
     #: Worker processes; ``None`` uses every available CPU core.
@@ -122,20 +118,19 @@ class PreprocessConfig(StrictConfig):
             raise ValueError(f"labels.split: split {split!r} is not one of {', '.join(SPLITS)}{suggestion}")
         return result
 
-    @model_validator(mode="after")
-    def _check_alignment(self) -> PreprocessConfig:
-        if self.align == "deepfakebench" and self.detector != "mtcnn":
-            raise ValueError(
-                f"align={self.align!r} needs facial landmarks, which only the mtcnn detector gives "
-                f"(detector is {self.detector!r})"
-            )
-        return self
-
     @property
     def resolved_margin(self) -> float:
         if self.margin is not None:
             return self.margin
-        return 0.0 if self.detector == "none" else 0.3
+        return 0.0 if self.detector == "none" else DEFAULT_FACE_MARGIN
+
+    def crop_settings(self) -> FaceCropConfig:
+        """The face-crop settings of these crops, resolved (what a model trained on them records)."""
+        fields = FaceCropConfig.model_fields
+        return FaceCropConfig(
+            **{name: getattr(self, name) for name in fields if name != "margin"},
+            margin=self.resolved_margin,
+        )
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that shape the crops; an output folder keeps one set of them."""
@@ -156,6 +151,26 @@ class PreprocessConfig(StrictConfig):
         if self.format == "jpg":
             settings["jpeg_quality"] = self.jpeg_quality
         return json.loads(json.dumps(settings, default=str))
+
+
+def crop_settings_of(folder: str | Path) -> FaceCropConfig | None:
+    """The face-crop settings of a preprocess output folder (from its ``preprocess.json``), or None.
+
+    None means the folder was not written by :func:`preprocess`. Training reads this beside its manifest
+    to record how its faces were cut (see ``docs/training.md``).
+    """
+    path = Path(folder) / SETTINGS_FILE
+    try:
+        settings = SettingsStamp(path, "mfclip-preprocess").read()
+    except JobError as exc:
+        raise PreprocessError(str(exc)) from None
+    if settings is None:
+        return None
+    values = {name: settings[name] for name in FaceCropConfig.model_fields if name in settings}
+    try:
+        return FaceCropConfig.from_dict(values, source=str(path))
+    except ConfigError as exc:
+        raise PreprocessError(str(exc)) from None
 
 
 def normalize_label(value: Any, where: str) -> str:
@@ -469,7 +484,7 @@ def _encode(crop: np.ndarray, file_format: str, jpeg_quality: int) -> bytes:
 
 
 def _select(faces: list[FaceBox], config: PreprocessConfig) -> list[FaceBox]:
-    kept = [face for face in faces if face.score >= config.min_score and face.area > 0]
+    kept = usable_faces(faces, config.min_score)
     return kept[:1] if config.faces == "largest" else kept
 
 
@@ -500,6 +515,7 @@ def process_source(
         return _skip(record, f"{type(exc).__name__}: {exc}", "failed"), 0
 
     written = 0
+    crop = config.crop_settings()
     try:
         detections = detector.detect_batch([image for _, image in frames])
         for (frame, image), found in zip(frames, detections, strict=True):
@@ -507,11 +523,8 @@ def process_source(
                 relative = output_path(source, frame, face_index, config.format)
                 target = out_dir / relative
                 if not target.exists():
-                    if config.align == "deepfakebench":
-                        crop = align_face(image, face.landmarks, size=config.size, scale=config.scale)
-                    else:
-                        crop = crop_face(image, face, margin=config.resolved_margin, size=config.size)
-                    atomic_write_bytes(target, _encode(crop, config.format, config.jpeg_quality))
+                    pixels = cut_face(image, face, crop)
+                    atomic_write_bytes(target, _encode(pixels, config.format, config.jpeg_quality))
                     written += 1
                 record["faces"].append(
                     {

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from mfclip.data.decode import DEFAULT_MAX_PIXELS
-from mfclip.inference.preprocess import Preprocessor
+from mfclip.data.transforms import ImageTransform
+from mfclip.inference.preprocess import Preprocessor, face_crop_for
 from mfclip.models.base import DetectorModel
 from mfclip.models.hub import resolve_checkpoint
+from mfclip.models.metadata import CheckpointMetadata
 from mfclip.utils.device import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -77,32 +79,34 @@ class Detector:
     """A loaded detector model with its preprocessing, ready to score inputs.
 
     Build one with :meth:`from_pretrained` (a checkpoint directory or a Hugging Face Hub id) or directly
-    from a :class:`~mfclip.models.base.DetectorModel`. Thread-safe: model calls are serialised.
+    from a :class:`~mfclip.models.base.DetectorModel`. Images are prepared by the model's input contract
+    (``model.config.input``): ``face_detector="auto"`` (the default) cuts faces the way the training
+    images were cut, and does nothing for a model trained on uncropped images; ``"off"`` (or None) never
+    crops; ``"mtcnn"`` / ``"haar"`` pick the detector. Thread-safe: model calls are serialised.
     """
 
     def __init__(
         self,
         model: DetectorModel,
         *,
-        metadata: dict[str, Any] | None = None,
+        metadata: CheckpointMetadata | dict[str, Any] | None = None,
         checkpoint: str | Path | None = None,
         device: str | torch.device | None = "auto",
         dtype: str | torch.dtype | None = None,
-        face_detector: str | None = None,
+        face_detector: str | None = "auto",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         batch_size: int = 32,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        self.metadata = dict(metadata or {})
+        self.metadata = CheckpointMetadata.coerce(metadata)
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.batch_size = max(int(batch_size), 1)
         self.preprocessor = Preprocessor(
-            model.image_size,
-            face_detector=face_detector,
+            ImageTransform.for_model(model),
+            face=face_crop_for(model.input_config, face_detector),
             max_pixels=max_pixels,
-            transform=_transform_config(self.metadata),
         )
         self._inference = self.model.inference_module().eval()
         self._lock = threading.RLock()
@@ -117,7 +121,7 @@ class Detector:
         device: str | torch.device | None = "auto",
         dtype: str | torch.dtype | None = None,
         *,
-        face_detector: str | None = None,
+        face_detector: str | None = "auto",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         batch_size: int = 32,
         revision: str | None = None,
@@ -182,8 +186,8 @@ class Detector:
         """Score an image, or a list of them (list in, list out).
 
         An input is a file path, bytes, a PIL image, an HxWx3 uint8 RGB numpy array, or a (3, H, W) tensor
-        (uint8, or float in [0, 1]); a (B, 3, H, W) tensor counts as a list. Images are resized (shorter
-        side to the model's size, then centre-cropped) exactly as in training and evaluation.
+        (uint8, or float in [0, 1]); a (B, 3, H, W) tensor counts as a list. Images are face-cropped and
+        resized by the model's input contract, exactly as in training and evaluation.
         """
         threshold = _check_threshold(threshold)
         single = not isinstance(inputs, (list, tuple)) and not (
@@ -242,7 +246,7 @@ class Detector:
             if readme.is_file():
                 card_text = readme.read_text(encoding="utf-8")
         return {
-            "name": self.metadata.get("name") or config.get("name") or type(self.model).__name__,
+            "name": self.metadata.name or config.get("name") or type(self.model).__name__,
             "preset": config.get("name"),
             "architecture": type(self.model).__name__,
             "image_size": self.image_size,
@@ -250,12 +254,13 @@ class Detector:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "face_detector": self.face_detector,
+            "input": self.model.input_config.to_dict(),
             "checkpoint": str(self.checkpoint) if self.checkpoint is not None else None,
             "format": header.get("format"),
             "format_version": header.get("format_version"),
             "mfclip_version": header.get("mfclip_version"),
             "created_utc": header.get("created_utc"),
-            "metadata": self.metadata,
+            "metadata": self.metadata.to_dict(),
             "config": config,
             "card": card_text,
         }
@@ -272,33 +277,22 @@ class Detector:
         if card["mfclip_version"]:
             parts.append(f"saved by mfclip {card['mfclip_version']}")
         meta = self.metadata
-        if meta.get("datasets"):
-            datasets = meta["datasets"]
-            parts.append(
-                "trained on "
-                + (", ".join(map(str, datasets)) if isinstance(datasets, list) else str(datasets))
-            )
-        for key in ("protocol", "epochs"):
-            if meta.get(key) is not None:
-                parts.append(f"{key} {meta[key]}")
-        if meta.get("synthetic"):
+        if meta.datasets:
+            parts.append("trained on " + ", ".join(meta.datasets))
+        if meta.protocol is not None:
+            variant = f" ({meta.protocol.variant})" if meta.protocol.variant else ""
+            parts.append(f"protocol {meta.protocol.name}{variant}")
+        if meta.epochs is not None:
+            parts.append(f"epochs {meta.epochs}")
+        if meta.is_synthetic:
             parts.append("SYNTHETIC training data")
+        face = self.preprocessor.face
+        parts.append(f"faces: {face.describe()}" if face is not None else "no face crop")
         parts.append(f"on {card['device']}")
         return ", ".join(parts)
 
     def __repr__(self) -> str:
         return f"Detector({self.summary()})"
-
-
-def _transform_config(metadata: dict[str, Any]) -> Any:
-    """The resize settings a checkpoint was trained with (metadata ``transform``), else the defaults."""
-    from mfclip.data.transforms import TransformConfig
-
-    recorded = metadata.get("transform")
-    if not isinstance(recorded, dict):
-        return None
-    settings = {k: v for k, v in recorded.items() if k in ("resize", "interpolation", "jpeg_draft")}
-    return TransformConfig.from_dict(settings, source="checkpoint metadata 'transform'")
 
 
 __all__ = ["Detector", "Prediction", "VideoPrediction"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mfclip.prompts import LEVEL_NAMES, load_prompt_set, tokenize
+from mfclip.prompts import LEVEL_NAMES, PromptSet, load_prompt_set, tokenize
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -227,16 +227,17 @@ def _patch_box(index: int, grid: int, size: int) -> tuple[int, int, int, int]:
 
 
 def prompt_similarities(
-    model: nn.Module, image_features: torch.Tensor, prompt_set: str = "default"
+    model: nn.Module, image_features: torch.Tensor, prompt_set: str | PromptSet = "default"
 ) -> list[PromptSimilarity]:
     """Cosine similarity of one image feature (D,) to every prompt of ``prompt_set``, by level.
 
-    Empty when the model has no text tower (a baseline, or an MFCLIP trained without text losses).
+    ``prompt_set`` is a prompt set, or the name or path of one. Empty when the model has no text tower
+    (a baseline, or an MFCLIP trained without text losses).
     """
     text_tower = getattr(model, "text", None)
     if text_tower is None or not hasattr(text_tower, "encode_prompt_table"):
         return []
-    prompts = load_prompt_set(prompt_set)
+    prompts = prompt_set if isinstance(prompt_set, PromptSet) else load_prompt_set(prompt_set)
     levels: list[tuple[int, list[str]]] = [
         (1, [prompts.real, prompts.levels.authenticity]),
         (2, [prompts.real, *prompts.levels.forgery_type.values()]),
@@ -292,8 +293,8 @@ def explain(detector: Detector, image: Any, threshold: float = 0.5) -> Explanati
 
     similarities: list[PromptSimilarity] = []
     if output.image_features is not None:
-        prompt_set = str(detector.metadata.get("prompt_set") or "default")
-        similarities = prompt_similarities(model, output.image_features[0], prompt_set)
+        # The prompt set the model was trained with, as recorded in its checkpoint.
+        similarities = prompt_similarities(model, output.image_features[0], detector.metadata.prompts())
 
     return Explanation(
         image=pixels,

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from mfclip import __version__
+from mfclip.data.transforms import ImageTransform
+from mfclip.inputs import InputConfig
 from mfclip.models.base import DetectorModel
 
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -36,6 +38,7 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "p_fake"
 DEFAULT_OPSET = 18
 METADATA_FILE = "mfclip.json"  # a TorchScript export's metadata, an extra file of the archive
+INPUT_CONTRACT_KEY = "input_contract"
 
 
 class ExportError(ValueError):
@@ -61,6 +64,8 @@ def _metadata(model: DetectorModel) -> dict[str, str]:
         "mfclip_version": __version__,
         "model_name": str(config.get("name") or type(model).__name__),
         "image_size": str(model.image_size),
+        # The model's input contract: how to turn a photo into the graph's input (exported_transform).
+        INPUT_CONTRACT_KEY: json.dumps(model.input_config.to_dict(), sort_keys=True),
         "input": f"{INPUT_NAME}: float32 (batch, 3, {model.image_size}, {model.image_size}) RGB in [0, 1]",
         "output": f"{OUTPUT_NAME}: float32 (batch,) probability that the image is fake",
     }
@@ -343,3 +348,27 @@ def exported_metadata(path: str | Path) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise ExportError(f"{path}: extra/{METADATA_FILE} is not a JSON object")
     return metadata
+
+
+def exported_input_contract(path: str | Path) -> tuple[int, InputConfig]:
+    """``(image_size, input contract)`` recorded in an export; ExportError when it records none."""
+    metadata = exported_metadata(path)
+    try:
+        size = int(metadata["image_size"])
+        contract = InputConfig.from_dict(json.loads(metadata[INPUT_CONTRACT_KEY]), source=f"{path}")
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ExportError(
+            f"{path}: records no input contract ({type(exc).__name__}: {exc}); export it again with this "
+            "version of mfclip"
+        ) from None
+    return size, contract
+
+
+def exported_transform(path: str | Path) -> ImageTransform:
+    """The transform that turns a photo (or face crop) into the input of an exported model.
+
+    Built from the input contract the export carries, with the same builder the Detector uses, so
+    ``load_exported(path)(exported_transform(path)(image)[None].numpy())`` scores as the Detector does.
+    """
+    size, contract = exported_input_contract(path)
+    return ImageTransform.from_contract(size, contract)

@@ -1,8 +1,10 @@
-"""Turn any input image into what a detector takes: an optional face crop, then the evaluation transform.
+"""Turn any input image into what a detector takes: an optional face crop, then the model's transform.
 
-The transform is the data pipeline's own evaluation transform (resize the shorter side to the model's
-image size, centre crop), so the Detector, ``mfclip predict``, the server and evaluation all see the same
-pixels. The Preprocessor holds no model: it is what DataLoader workers pickle.
+Both steps follow the model's input contract (:mod:`mfclip.inputs`): the face is cut by
+:func:`mfclip.face.cut_face` with the crop settings the training images were made with, and the image is
+resized by :meth:`~mfclip.data.transforms.ImageTransform.for_model`, so the Detector, ``mfclip predict``,
+the server and evaluation see the pixels training saw. The Preprocessor holds no model: it is what
+DataLoader workers pickle.
 """
 
 from __future__ import annotations
@@ -16,12 +18,39 @@ import torch
 from PIL import Image
 
 from mfclip.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_image, to_rgb
-from mfclip.data.transforms import ImageTransform, TransformConfig
+from mfclip.data.transforms import ImageTransform
+from mfclip.inputs import FaceCropConfig, InputConfig
 
+#: Detectors that can be asked for by name when scoring; ``auto`` uses the model's own crop settings.
 FACE_DETECTORS = ("mtcnn", "haar")
-# The face pipeline's defaults: the square around the box grows by 30 %, crops are 256 px.
-DEFAULT_FACE_MARGIN = 0.3
-DEFAULT_FACE_CROP_SIZE = 256
+FACE_CHOICES = ("auto", "off", *FACE_DETECTORS)
+
+
+def face_crop_for(contract: InputConfig, face_detector: str | None) -> FaceCropConfig | None:
+    """The face crop to apply when scoring a model with input ``contract``; None for no crop.
+
+    ``face_detector``: ``auto`` crops as the training images were cropped (``contract.face``; no crop when
+    they were not); ``off`` or None never crops; ``mtcnn`` / ``haar`` crop with that detector and the
+    model's crop geometry (alignment, margin, scale, size), or the default box crop when the model
+    records none.
+    """
+    choice = "off" if face_detector is None else str(face_detector).strip().lower()
+    if choice not in FACE_CHOICES:
+        raise ValueError(f"unknown face detector {face_detector!r}; valid: {', '.join(FACE_CHOICES)}")
+    if choice == "off":
+        return None
+    if choice == "auto":
+        return contract.face
+    recorded = contract.face
+    if recorded is None or recorded.detector == "none":
+        return FaceCropConfig(detector=choice)  # type: ignore[arg-type]
+    if recorded.align != "none" and choice != "mtcnn":
+        raise ValueError(
+            f"this model was trained on {recorded.align}-aligned faces, which need the landmarks only mtcnn "
+            f"gives; use --face-detect mtcnn (or auto), not {choice}"
+        )
+    options = recorded.detector_options if choice == recorded.detector else {}
+    return recorded.model_copy(update={"detector": choice, "detector_options": options})
 
 
 @dataclass(frozen=True)
@@ -60,27 +89,26 @@ def to_pil(image: Any, name: str = "<image>") -> Image.Image:
 
 
 class Preprocessor:
-    """Decode, face-crop (optional) and transform images for a model of ``image_size`` pixels."""
+    """Decode, face-crop (when ``face`` is set) and transform images with ``transform``."""
 
     def __init__(
         self,
-        image_size: int,
-        face_detector: str | None = None,
-        face_margin: float = DEFAULT_FACE_MARGIN,
-        face_crop_size: int = DEFAULT_FACE_CROP_SIZE,
+        transform: ImageTransform,
+        face: FaceCropConfig | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        transform: TransformConfig | None = None,
     ) -> None:
-        if face_detector is not None and face_detector not in FACE_DETECTORS:
-            raise ValueError(f"unknown face detector {face_detector!r}; valid: {', '.join(FACE_DETECTORS)}")
-        self.image_size = int(image_size)
-        self.face_detector = face_detector
-        self.face_margin = face_margin
-        self.face_crop_size = max(int(face_crop_size), self.image_size)
+        if transform.train:
+            raise ValueError("scoring needs an evaluation transform (train=False)")
+        self.transform = transform
+        self.image_size = transform.image_size
+        self.face = face
         self.max_pixels = max_pixels
-        # The evaluation transform of the data pipeline (no augmentation).
-        self.transform = ImageTransform(self.image_size, transform, train=False)
         self._faces: Any = None  # built lazily, once per process (DataLoader workers build their own)
+
+    @property
+    def face_detector(self) -> str | None:
+        """The face detector in use, or None when images are scored as given."""
+        return self.face.detector if self.face is not None else None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -105,33 +133,36 @@ class Preprocessor:
         if self._faces is None:
             from mfclip.face import get_detector
 
-            self._faces = get_detector(self.face_detector, device="cpu")
+            assert self.face is not None
+            self._faces = get_detector(self.face.detector, device="cpu", **self.face.detector_options)
         return self._faces
 
     def _crop(self, rgb: np.ndarray, faces: list[Any]) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
-        if not faces:
-            return rgb, None  # no face found: score the whole image
-        from mfclip.face import crop_face
+        from mfclip.face import cut_face, usable_faces
 
-        face = faces[0]  # detectors return the largest first
+        assert self.face is not None
+        kept = usable_faces(faces, self.face.min_score)
+        if not kept:
+            return rgb, None  # no face found: score the whole image
+        face = kept[0]  # detectors return the largest first, as preprocess keeps it
         box = (round(face.x0), round(face.y0), round(face.x1), round(face.y1))
-        return crop_face(rgb, face, margin=self.face_margin, size=self.face_crop_size), box
+        return cut_face(rgb, face, self.face), box
 
     def __call__(self, image: Any) -> Prepared:
-        """Face-crop (when a detector is set) and transform one image."""
+        """Face-crop (when a crop is set) and transform one image."""
         pil = image if isinstance(image, Image.Image) and image.mode == "RGB" else to_pil(image)
-        if self.face_detector is None:
+        if self.face is None:
             return Prepared(self.transform(pil))
         rgb = np.asarray(pil)
         crop, box = self._crop(rgb, self._face_detector().detect(rgb))
         return Prepared(self.transform(Image.fromarray(crop)), box)
 
     def prepare_video(self, path: str | Path, frames: int) -> torch.Tensor:
-        """``frames`` uniformly sampled video frames, face-cropped when a detector is set: (n, 3, S, S)."""
+        """``frames`` uniformly sampled video frames, face-cropped when a crop is set: (n, 3, S, S)."""
         from mfclip.data.video import sample_frames
 
         rgbs = [rgb for _, rgb in sample_frames(path, frames)]
-        if self.face_detector is not None:
+        if self.face is not None:
             detections = self._face_detector().detect_batch(rgbs)
             rgbs = [self._crop(rgb, faces)[0] for rgb, faces in zip(rgbs, detections, strict=True)]
         return torch.stack([self.transform(Image.fromarray(rgb)) for rgb in rgbs])

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from mfclip.inputs import InputConfig, input_contract
 from mfclip.utils.config import StrictConfig
 
 # gather(t) returns t concatenated over all ranks, keeping gradients for the local slice.
@@ -50,6 +51,11 @@ class DetectorModel(nn.Module):
     @property
     def image_size(self) -> int:
         return int(self.config.image_size)  # type: ignore[attr-defined]
+
+    @property
+    def input_config(self) -> InputConfig:
+        """The input contract (resize, interpolation, face crop) the model was trained with."""
+        return input_contract(self)[1]
 
     def forward(
         self,

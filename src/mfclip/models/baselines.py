@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from mfclip.inputs import InputConfig
 from mfclip.models.base import DetectorModel, ModelOutput, to_parameter_dtype
 from mfclip.models.clip_tower import (
     IMAGENET_MEAN,
@@ -144,6 +145,7 @@ class TimmCNNConfig(StrictConfig):
     description: str = ""
     arch: str = "legacy_xception"
     image_size: int = Field(default=299, gt=0)
+    input: InputConfig = Field(default_factory=InputConfig)  # how images become image_size inputs
     normalize: Normalization = "timm"
     drop_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
     kwargs: dict[str, int | float | str | bool] = Field(default_factory=dict)  # extra timm arguments

@@ -2,8 +2,9 @@
 
 A checkpoint is a directory::
 
-    config.json        {"format": "mfclip-checkpoint", "format_version": 1, "mfclip_version": ...,
-                        "model": <model config>, "metadata": {...}, "weights": {file, bytes, sha256, ...}}
+    config.json        {"format": "mfclip-checkpoint", "format_version": 2, "mfclip_version": ...,
+                        "model": <model config, with its input contract>, "metadata": {...},
+                        "weights": {file, bytes, sha256, ...}}
     model.safetensors  the model's state dict
     README.md          a generated model card (with Hugging Face Hub front matter)
 
@@ -11,7 +12,9 @@ A checkpoint is a directory::
 ``torch.load(weights_only=True)``), taking the model config from the file's hyper-parameters or from
 ``config=``, and a Hugging Face Hub id (``hf-hub:owner/name[@revision]``). Before a model is built, the
 tensor shapes its config implies are compared with the file's on the ``meta`` device, so a config that does
-not describe the weights fails without allocating anything.
+not describe the weights fails without allocating anything. The metadata is a
+:class:`~mfclip.models.metadata.CheckpointMetadata`; version-1 directories load with the documented
+defaults of :mod:`mfclip.models.metadata`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 
 from mfclip.models import registry
+from mfclip.models.metadata import CheckpointMetadata, MetadataError, upgrade_legacy_document
 from mfclip.models.readers import (
     ALIASES_KEY,
     CONFIG_NAME,
@@ -68,6 +72,7 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict_into",
     "read_checkpoint_config",
+    "read_metadata",
     "read_torch_file",
     "save_checkpoint",
     "strip_wrapper_prefixes",
@@ -83,14 +88,17 @@ ConfigSource = Any  # a StrictConfig, a mapping, a preset name, a YAML/JSON file
 
 
 def save_checkpoint(
-    model: DetectorModel, directory: str | Path, metadata: Mapping[str, Any] | None = None
+    model: DetectorModel,
+    directory: str | Path,
+    metadata: CheckpointMetadata | Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` as a checkpoint directory (config.json, model.safetensors, README.md) and return it.
 
-    ``metadata`` is free-form JSON data about the model; the model card reads the keys ``name``,
-    ``train_manifest``, ``datasets``, ``protocol``, ``metrics``, ``synthetic``, ``clip_weights``, ``epochs``,
-    ``notes``. A new directory appears in one rename; an existing one has its files replaced one by one, with
-    config.json removed first and written last, so a crash never leaves a config beside the wrong weights.
+    ``metadata`` is a :class:`~mfclip.models.metadata.CheckpointMetadata` or a mapping of its fields
+    (validated: an unknown key raises CheckpointError; free-form values go under ``extra``); the model
+    card is rendered from it. A new directory appears in one rename; an existing one has its files
+    replaced one by one, with config.json removed first and written last, so a crash never leaves a
+    config beside the wrong weights.
     """
     from safetensors.torch import save_file
 
@@ -104,7 +112,11 @@ def save_checkpoint(
     if config is None or not hasattr(config, "to_dict"):
         raise CheckpointError(f"cannot save {type(model).__name__}: it has no config with to_dict()")
     model_config = config.to_dict()
-    meta = _jsonable(dict(metadata or {}))
+    try:
+        typed = CheckpointMetadata.coerce(metadata)
+    except MetadataError as exc:
+        raise CheckpointError(str(exc)) from None
+    meta = typed.to_dict()
     tensors, aliases = _serializable_state_dict(model)
     counts = _parameter_counts(model)
 
@@ -129,7 +141,7 @@ def save_checkpoint(
         }
         card = render_model_card(
             model_config,
-            meta,
+            typed.card_dict(),
             parameter_count=counts["total"],
             trainable_count=counts["trainable"],
             model_class=type(model).__name__,
@@ -198,28 +210,6 @@ def _parameter_counts(model: nn.Module) -> dict[str, int]:
     }
 
 
-def _jsonable(value: Any, where: str = "metadata") -> Any:
-    """Plain JSON values from metadata (Paths, numpy and tensor scalars converted); others rejected."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item) and getattr(value, "shape", None) == ():
-        return item()
-    if hasattr(value, "to_dict"):
-        return _jsonable(value.to_dict(), where)
-    raise CheckpointError(f"{where}: {type(value).__name__} is not JSON-serialisable")
-
-
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
@@ -255,7 +245,7 @@ def load_checkpoint(
     strict: bool = True,
     config: StrictConfig | Mapping[str, Any] | str | Path | None = None,
     revision: str | None = None,
-) -> tuple[DetectorModel, dict[str, Any]]:
+) -> tuple[DetectorModel, CheckpointMetadata]:
     """Rebuild a detector from a checkpoint directory (or a Lightning ``.ckpt`` / ``.pt`` file, or a Hub id).
 
     Returns the model in eval mode on ``map_location`` and the checkpoint's metadata. ``config`` (a model
@@ -285,7 +275,7 @@ def load_checkpoint(
             state, aliases = read_safetensors(path)
             _restore_aliases(state, aliases)
             load_state_dict_into(model, state, strict=strict, source=str(path))
-            metadata = {}
+            metadata = CheckpointMetadata()
         else:
             raise CheckpointError(
                 f"{path}: not a checkpoint: expected an mfclip checkpoint directory, "
@@ -306,8 +296,10 @@ def _is_checkpoint_weights(path: Path) -> bool:
 
 def _load_directory(
     directory: Path, strict: bool, config: ConfigSource | None
-) -> tuple[DetectorModel, dict[str, Any]]:
+) -> tuple[DetectorModel, CheckpointMetadata]:
     document = read_checkpoint_config(directory)
+    if document["format_version"] == 1:
+        upgrade_legacy_document(document)  # a recorded metadata "transform" becomes the input contract
     config_path = directory / CONFIG_NAME
     weights_path = checkpoint_weights_path(directory, document)
     if not weights_path.is_file():
@@ -326,7 +318,18 @@ def _load_directory(
         )
     _restore_aliases(state, aliases)
     load_state_dict_into(model, state, strict=strict, source=str(weights_path))
-    return model, document["metadata"]
+    return model, read_metadata(document, config_path)
+
+
+def read_metadata(document: Mapping[str, Any], config_path: str | Path) -> CheckpointMetadata:
+    """The typed metadata of a checkpoint's config.json (format 1: read leniently, see metadata.py)."""
+    stored = document.get("metadata") or {}
+    try:
+        if document.get("format_version") == 1:
+            return CheckpointMetadata.from_legacy(stored, source=f"{config_path}: metadata")
+        return CheckpointMetadata.coerce(stored, source=f"{config_path}: metadata")
+    except MetadataError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def _file_identity(path: Path) -> tuple[int, int, int, int]:
@@ -342,7 +345,7 @@ def _restore_aliases(state: dict[str, torch.Tensor], aliases: Mapping[str, str])
 
 def _load_torch_checkpoint(
     path: Path, strict: bool, config: ConfigSource | None
-) -> tuple[DetectorModel, dict[str, Any]]:
+) -> tuple[DetectorModel, CheckpointMetadata]:
     verify_sidecar(path)
     payload = read_torch_file(path)
     if not isinstance(payload, Mapping):
@@ -371,7 +374,10 @@ def _load_torch_checkpoint(
             metadata[key] = payload[key]
     if isinstance(hyper, Mapping) and isinstance(hyper.get("metadata"), Mapping):
         metadata.update(hyper["metadata"])
-    return model, metadata
+    try:
+        return model, CheckpointMetadata.from_legacy(metadata, source=f"{path}: metadata")
+    except MetadataError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def _find_state_dict(payload: Mapping[str, Any]) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from pydantic import Field
 from torch import nn
 
+from mfclip.inputs import InputConfig
 from mfclip.models.base import DetectorModel, ModelOutput, to_parameter_dtype
 from mfclip.models.config import ClipViTConfig
 from mfclip.models.vision import build_clip_vit
@@ -198,6 +199,7 @@ class ClipTowerConfig(StrictConfig):
     name: str | None = None
     description: str = ""
     image_size: int = Field(default=224, gt=0)
+    input: InputConfig = Field(default_factory=InputConfig)  # how images become image_size inputs
     embed_dim: int = Field(default=512, gt=0)
     clip_vit: ClipViTConfig = Field(default_factory=ClipViTConfig)
     normalize: Literal["clip", "none"] = "clip"

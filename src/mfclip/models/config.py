@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from mfclip.inputs import InputConfig
 from mfclip.prompts import NUM_LEVELS
 from mfclip.utils.config import ConfigError, StrictConfig
 
@@ -277,6 +278,7 @@ class ModelConfig(StrictConfig):
     name: str | None = None
     description: str = ""
     image_size: int = Field(default=224, gt=0)
+    input: InputConfig = Field(default_factory=InputConfig)  # how images become image_size inputs
     embed_dim: int = Field(default=512, gt=0)
     vision: VisionConfig = Field(default_factory=VisionConfig)
     text: TextConfig = Field(default_factory=TextConfig)

@@ -31,6 +31,11 @@ DEFAULT_LICENSE = "other"
 _KEY_SETTINGS = (
     ("type", "model type"),
     ("image_size", "input size (px)"),
+    ("input.resize", "input resize"),
+    ("input.interpolation", "input interpolation"),
+    ("input.face.detector", "face crop detector"),
+    ("input.face.align", "face crop alignment"),
+    ("input.face.size", "face crop size (px)"),
     ("embed_dim", "feature dimension"),
     ("vision.global_branch", "global image branch"),
     ("vision.clip_vit.arch", "CLIP image tower architecture"),

@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 FORMAT = "mfclip-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: typed metadata, the input contract in the model config
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "README.md"

@@ -31,7 +31,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mfclip import __version__
 from mfclip.data.decode import DecodeInterrupted, ImageDecodeError, OpenedImage
-from mfclip.models.model_card import is_synthetic
 from mfclip.serve.batching import ModelRunner
 from mfclip.serve.middleware import AllowedHosts, BodyLimit, CancelOnDisconnect
 from mfclip.serve.scheduling import ServerBusy, Session, WorkPool
@@ -109,7 +108,7 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
     pool = WorkPool(settings.decode_workers, settings.queue_size)
     max_image_bytes = int(settings.max_image_mb * 2**20)
     max_request_bytes = int(settings.max_request_mb * 2**20)
-    synthetic = is_synthetic(detector.metadata)
+    synthetic = detector.metadata.is_synthetic
     model_info = ModelInfo(name=str(detector.model_card()["name"]), synthetic=synthetic)
     warning = SYNTHETIC_WARNING if synthetic else None
     # JPEG reduction when the checkpoint's transform asks for it (jpeg_draft), as its datasets decode.
