@@ -214,7 +214,7 @@ def test_revisions_cannot_walk_out_of_the_cache(
             load_checkpoint(name)
     with pytest.raises(CheckpointError, match="is not a revision name"):
         load_checkpoint("hf-hub:mfclip-org/tiny", revision=escape)
-    assert load_checkpoint("hf-hub:mfclip-org/tiny@main")[1]["name"] == "tiny-hub-test"
+    assert load_checkpoint("hf-hub:mfclip-org/tiny@main")[1].name == "tiny-hub-test"
 
 
 # ------------------------------------------------------------------------------------------------
