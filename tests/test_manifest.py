@@ -266,6 +266,30 @@ def test_select_rows_is_strict_about_every_name(tree) -> None:
         select_rows(df, split="val", include_fake=False)  # val holds no real
 
 
+def test_select_rows_explains_case_other_splits_empty_and_nan_filled_manifests(tree) -> None:
+    import numpy as np
+
+    _, df = tree
+    with pytest.raises(
+        ManifestError,
+        match=r"^generator: 'sdxl', 'StyleGAN3' do not occur among the fake rows of split train of the "
+        r"manifest \(present: DiffFace, SDXL\); did you mean 'SDXL' for 'sdxl'\?; "
+        r"'StyleGAN3' occurs in split val$",
+    ):
+        select_rows(df, split="train", generator=["sdxl", "StyleGAN3"])
+    with pytest.raises(ManifestError, match=r"'other' occurs in split val$"):
+        select_rows(df, split=["train", "test"], dataset="other")
+    with pytest.raises(ManifestError, match=r"^test\.unseen: the manifest has no rows$"):
+        select_rows(df.iloc[:0], split="test", generator="SDXL", key="test.unseen")
+    with pytest.raises(ManifestError, match=r"^the selection: the manifest has no column 'label'$"):
+        select_rows(df.drop(columns="label"), split="test")
+    # Columns of NaN (a Parquet manifest without those labels) read as empty text: unknown, not "nan".
+    blank = df.assign(generator=np.nan, family=np.nan)
+    assert select_rows(blank, split="test").index.tolist() == select_rows(df, split="test").index.tolist()
+    with pytest.raises(ManifestError, match=r"'SDXL' does not occur .* \(present: none\)"):
+        select_rows(blank, generator="SDXL")
+
+
 def test_one_label_parser_for_manifests_importers_and_preprocess() -> None:
     import numpy as np
 

@@ -637,34 +637,62 @@ def select_rows(
             raise ManifestError(f"{label(field)}: {source} has no column {name!r}")
         return df[name].map(_as_text)
 
-    def require(field: str, wanted: list[str] | None, values: pd.Series, scope: str) -> None:
+    def require(
+        field: str,
+        wanted: list[str] | None,
+        values: pd.Series,
+        rows: pd.Series,
+        scope: str,
+        any_split: pd.Series | None = None,
+    ) -> None:
+        """Every ``wanted`` value occurs among ``values[rows]``; the error says what is there, a close
+        spelling (a case difference first) and, with ``any_split`` (the rows of the same kind in every
+        split), the other splits a missing value occurs in."""
         if wanted is None:
             return
-        present = set(values.unique().tolist())
+        present = set(values[rows].unique().tolist())
         missing = [value for value in wanted if value not in present]
         if not missing:
             return
         shown = sorted(v for v in present if v)
         listing = ", ".join(shown[:30]) + (f" and {len(shown) - 30} more" if len(shown) > 30 else "")
-        hint = closest(missing[0], shown) if len(missing) == 1 else None
+        notes = []
+        for value in missing:
+            same_letters = [v for v in shown if v.casefold() == value.casefold()]
+            fuzzy = (
+                closest(value, shown) if len(missing) == 1 else None
+            )  # guessed by spelling for a lone name
+            hint = same_letters[0] if same_letters else fuzzy
+            if hint:
+                notes.append(f"did you mean {hint!r}" + (f" for {value!r}?" if len(missing) > 1 else "?"))
+            if any_split is not None and splits is not None and "split" in df.columns:
+                others = sorted(
+                    set(df.loc[any_split & (values == value), "split"].map(_as_text)) - set(splits)
+                )
+                if others:
+                    notes.append(f"{value!r} occurs in split {', '.join(others)}")
         raise ManifestError(
             f"{label(field)}: {', '.join(map(repr, missing))} {'does' if len(missing) == 1 else 'do'} "
             f"not occur among {scope} of {source} (present: {listing or 'none'})"
-            + (f"; did you mean {hint!r}?" if hint else "")
+            + "".join(f"; {note}" for note in notes)
         )
 
+    if df.empty:
+        raise ManifestError(f"{prefix}{key or 'the selection'}: {source} has no rows")
+    if "label" not in df.columns:
+        raise ManifestError(f"{prefix}{key or 'the selection'}: {source} has no column 'label'")
     splits = _as_list(split)
     everything = pd.Series(True, index=df.index)
     base = everything.copy()
     if splits is not None:
         values = column("split", "split")
-        require("split", splits, values, "the rows")
+        require("split", splits, values, everything, "the rows")
         base &= values.isin(splits)
     within = f"split {', '.join(splits)}" if splits is not None else "any split"
     for name, value in (where or {}).items():
         wanted = _as_list(value)
         values = column(name, name)
-        require(name, wanted, values[base], f"the rows of {within}")
+        require(name, wanted, values, base, f"the rows of {within}", everything)
         base &= values.isin(wanted or [])
     labels = label_values(df["label"])
     fake, real = base & (labels == 1), base & (labels == 0)
@@ -680,23 +708,23 @@ def select_rows(
         wanted = _as_list(value)
         if wanted is not None:
             values = column(column_name, filter_name)
-            require(filter_name, wanted, values[fake], scope)
+            require(filter_name, wanted, values, fake, scope, labels == 1)
             kept_fakes &= values.isin(wanted)
     excluded = _as_list(exclude_generator)
     if excluded is not None:
         values = column("generator", "exclude_generator")
-        require("exclude_generator", excluded, values[fake], scope)
+        require("exclude_generator", excluded, values, fake, scope, labels == 1)
         kept_fakes &= ~values.isin(excluded)
     datasets, real_datasets = _as_list(dataset), _as_list(real_dataset)
     kept_reals = real.copy()
     if datasets is not None or real_datasets is not None:
         values = column("dataset", "dataset")
-        filtered = (fake if include_fake else False) | (
-            real if include_real and real_datasets is None else False
-        )
-        require("dataset", datasets, values[filtered], f"the rows of {within}")
+        use_reals = include_real and real_datasets is None
+        filtered = (fake if include_fake else False) | (real if use_reals else False)
+        kinds = ((labels == 1) if include_fake else False) | ((labels == 0) if use_reals else False)
+        require("dataset", datasets, values, filtered, f"the rows of {within}", kinds)
         if include_real:
-            require("real_dataset", real_datasets, values[real], f"the real rows of {within}")
+            require("real_dataset", real_datasets, values, real, f"the real rows of {within}", labels == 0)
         if datasets is not None:
             kept_fakes &= values.isin(datasets)
         if real_datasets is not None or datasets is not None:
