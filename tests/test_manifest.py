@@ -11,7 +11,6 @@ import pytest
 
 from data_trees import write_image
 from mfclip.data.manifest import (
-    MANIFEST_COLUMNS,
     ManifestError,
     assign_splits,
     load_manifest,
@@ -22,6 +21,7 @@ from mfclip.data.manifest import (
     validate_manifest,
     write_manifest,
 )
+from mfclip.schema import MANIFEST_COLUMNS
 
 
 def make_rows() -> list[dict]:
@@ -358,3 +358,15 @@ def test_rows_with_a_wrong_field_count_are_problems(tree, tmp_path: Path, caplog
         kept = load_manifest(path, root, drop_invalid=True)
     assert kept["path"].tolist() == ["real/a.png", "fake/DiffFace/d.png"]
     assert kept.attrs["dropped_rows"] == 2
+
+
+def test_the_shared_schema_imports_nothing() -> None:
+    """mfclip.schema is what data, metrics, inference and serve share: it must not tie them together."""
+    import ast
+
+    import mfclip.schema as schema
+
+    tree = ast.parse(Path(schema.__file__).read_text(encoding="utf-8"))
+    imported = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+    assert [getattr(node, "module", None) for node in imported] == ["__future__"]
+    assert [schema.class_name(p, 0.5) for p in (0.49, 0.5)] == ["real", "fake"]

@@ -28,17 +28,11 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from mfclip.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_image
-from mfclip.data.manifest import (
-    REQUIRED_COLUMNS,
-    ManifestError,
-    _as_text,
-    label_values,
-    path_problem,
-    spreadsheet_row,
-)
+from mfclip.data.manifest import ManifestError, cell_text, label_values, path_problem, spreadsheet_row
 from mfclip.data.transforms import ImageTransform, TransformConfig
 from mfclip.data.video import is_video_path
 from mfclip.prompts import build_prompt_table
+from mfclip.schema import REQUIRED_COLUMNS
 from mfclip.utils.config import StrictConfig
 
 logger = logging.getLogger(__name__)
@@ -194,13 +188,13 @@ class ManifestDataset(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ManifestError(f"dataset root {self.root} is not a directory")
-        paths = df["path"].map(_as_text).tolist()
+        paths = df["path"].map(cell_text).tolist()
         rows = np.asarray(df.index, dtype=np.int64)
         self._check_rows(df, paths, rows)
         self.labels = label_values(df["label"]).to_numpy(dtype=np.int64)
         self.indices = rows
         self.generators = (
-            df["generator"].map(_as_text).to_numpy(dtype=object)
+            df["generator"].map(cell_text).to_numpy(dtype=object)
             if "generator" in df
             else np.full(len(df), "")
         )

@@ -34,6 +34,14 @@ import numpy as np
 import pandas as pd
 
 from mfclip.data.video import is_video_path
+from mfclip.schema import (  # the columns, splits and labels of a manifest, defined there for every part
+    CLASS_NAMES,
+    DESCRIPTIVE_COLUMNS,
+    LABEL_NAMES,
+    MANIFEST_COLUMNS,
+    REQUIRED_COLUMNS,
+    SPLITS,
+)
 from mfclip.utils.config import closest
 from mfclip.utils.io import atomic_write
 
@@ -42,15 +50,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Free-text columns describing a row (empty: unknown).
-DESCRIPTIVE_COLUMNS = ("dataset", "forgery_type", "family", "generator", "video_id")
-#: The columns after ``path``: what a row says about its image.
-LABEL_COLUMNS = ("label", "split", *DESCRIPTIVE_COLUMNS)
-MANIFEST_COLUMNS = ("path", *LABEL_COLUMNS)
-REQUIRED_COLUMNS = ("path", "label", "split")
-SPLITS = ("train", "val", "test")
-#: Label names accepted where people type labels (importer metadata, ``mfclip preprocess --label``).
-LABEL_NAMES = {"real": 0, "fake": 1}
 MANIFEST_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
 _WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -166,7 +165,7 @@ def _normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
         if series.dtype.kind in "iub":
             df[column] = series.astype(str)
         elif series.dtype.kind == "f":
-            df[column] = series.map(_as_text)
+            df[column] = series.map(cell_text)
         else:
             df[column] = series.fillna("").astype(str)
     for column in DESCRIPTIVE_COLUMNS:
@@ -178,8 +177,10 @@ def _normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _as_text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+def cell_text(value: Any) -> str:
+    """A manifest cell as text: empty for a missing value (None, NaN, ``pd.NA``), an integral float
+    without its ``.0`` (``3.0`` → ``"3"``, as a CSV read by pandas may give), anything else ``str()``."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -219,7 +220,7 @@ def _coerce_labels(series: pd.Series) -> pd.Series:
     parsed = series.map(parse_label)
     if parsed.notna().all():
         return parsed.astype("int64")
-    return series.map(_as_text) if series.dtype.kind not in "iuf" else series
+    return series.map(cell_text) if series.dtype.kind not in "iuf" else series
 
 
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
@@ -240,7 +241,7 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     table = table[list(MANIFEST_COLUMNS) + extras].reset_index(drop=True)
     for column in table.columns:
         if column != "label":
-            table[column] = table[column].map(_as_text)
+            table[column] = table[column].map(cell_text)
     labels = _coerce_labels(table["label"])
     if labels.dtype.kind == "i":
         table["label"] = labels
@@ -397,7 +398,7 @@ def validate_manifest(
 
     path_ok = np.zeros(len(df), dtype=bool)
     if "path" in df.columns:
-        paths = [_as_text(p) for p in df["path"].tolist()]
+        paths = [cell_text(p) for p in df["path"].tolist()]
         first_seen: dict[str, int] = {}
         for i, (row, path) in enumerate(zip(rows, paths, strict=True)):
             problem = path_problem(path)
@@ -467,14 +468,14 @@ def _check_vocabulary(df: pd.DataFrame, rows: np.ndarray, labels: list[int | Non
             continue
         unknown: dict[str, str | None] = {}
         for value in set(df[column].tolist()):
-            text = _as_text(value)
+            text = cell_text(value)
             canonical = prompts.canonical(column, text)
             if canonical is not None and canonical not in vocabulary:
                 unknown[text] = closest(text.lower(), vocabulary)
         if not unknown:
             continue
         for row, value, label in zip(rows, df[column].tolist(), labels, strict=True):
-            text = _as_text(value)
+            text = cell_text(value)
             if label == 1 and text in unknown:
                 hint = unknown[text]
                 suggestion = f"; did you mean {hint!r}?" if hint else ""
@@ -490,7 +491,7 @@ def _check_vocabulary(df: pd.DataFrame, rows: np.ndarray, labels: list[int | Non
     if fake_only:
         filled = np.zeros(len(df), dtype=bool)
         for column in fake_only:
-            filled |= df[column].map(lambda v: bool(_as_text(v).strip())).to_numpy(dtype=bool)
+            filled |= df[column].map(lambda v: bool(cell_text(v).strip())).to_numpy(dtype=bool)
         for i in np.flatnonzero(filled):
             if labels[i] == 0:
                 add(
@@ -635,7 +636,7 @@ def select_rows(
     def column(name: str, field: str) -> pd.Series:
         if name not in df.columns:
             raise ManifestError(f"{label(field)}: {source} has no column {name!r}")
-        return df[name].map(_as_text)
+        return df[name].map(cell_text)
 
     def require(
         field: str,
@@ -667,7 +668,7 @@ def select_rows(
                 notes.append(f"did you mean {hint!r}" + (f" for {value!r}?" if len(missing) > 1 else "?"))
             if any_split is not None and splits is not None and "split" in df.columns:
                 others = sorted(
-                    set(df.loc[any_split & (values == value), "split"].map(_as_text)) - set(splits)
+                    set(df.loc[any_split & (values == value), "split"].map(cell_text)) - set(splits)
                 )
                 if others:
                     notes.append(f"{value!r} occurs in split {', '.join(others)}")
@@ -786,9 +787,9 @@ def assign_splits(
     result = df.copy()
     if "split" not in result.columns:
         result["split"] = ""
-    paths = result["path"].map(_as_text)
+    paths = result["path"].map(cell_text)
     if group_column and group_column in result.columns:
-        groups = result[group_column].map(_as_text)
+        groups = result[group_column].map(cell_text)
         keys = groups.where(groups != "", "path:" + paths)
     else:
         keys = "path:" + paths
@@ -801,7 +802,7 @@ def assign_splits(
 
     chosen = keys.map(pick)
     if only_empty:
-        current = result["split"].map(_as_text)
+        current = result["split"].map(cell_text)
         result["split"] = current.where(current.isin(SPLITS), chosen)
     else:
         result["split"] = chosen
@@ -811,26 +812,28 @@ def assign_splits(
 def summarize_manifest(df: pd.DataFrame) -> dict[str, Any]:
     """Counts by split × label, dataset, forgery type, family and generator (fakes), and video count."""
     labels = label_values(df["label"])
-    names = labels.map({0: "real", 1: "fake"}).fillna("invalid")
+    names = labels.map(dict(enumerate(CLASS_NAMES))).fillna("invalid")
     table = df.assign(_class=names)
 
     def counts(column: str, fakes_only: bool = False) -> dict[str, dict[str, int]]:
         part = table[table["_class"] == "fake"] if fakes_only else table
         if column not in part.columns:
             return {}
-        grouped = part.groupby([part[column].map(_as_text), "_class"]).size()
+        grouped = part.groupby([part[column].map(cell_text), "_class"]).size()
         result: dict[str, dict[str, int]] = {}
         for (value, cls), n in grouped.items():
             result.setdefault(value or "(empty)", {})[cls] = int(n)
         return result
 
-    videos = df["video_id"].map(_as_text) if "video_id" in df.columns else pd.Series([], dtype=str)
+    videos = df["video_id"].map(cell_text) if "video_id" in df.columns else pd.Series([], dtype=str)
     return {
         "rows": len(df),
         "real": int((labels == 0).sum()),
         "fake": int((labels == 1).sum()),
         "videos": int(videos[videos != ""].nunique()),
-        "video_files": int(df["path"].map(lambda p: is_video_path(_as_text(p))).sum()) if "path" in df else 0,
+        "video_files": int(df["path"].map(lambda p: is_video_path(cell_text(p))).sum())
+        if "path" in df
+        else 0,
         "split": counts("split"),
         "dataset": counts("dataset"),
         "forgery_type": counts("forgery_type", fakes_only=True),

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mfclip.engine import runinfo
 from mfclip.engine.compare import CompareEntry, CompareResult, compare
 from mfclip.utils.config import ConfigError
 from mfclip.utils.io import atomic_write_json, atomic_write_text
@@ -247,7 +248,7 @@ def _score_examples(manifest_path: Path, comparison: CompareResult, seed: int) -
     examples = pd.DataFrame(picks)
     paths = [str(manifest_path.parent / p) for p in examples["image"]]
     for run in comparison.runs:
-        detector = Detector.from_pretrained(run.run_dir / "best", device="cpu")
+        detector = Detector.from_pretrained(run.run_dir / runinfo.BEST_DIR, device="cpu")
         predictions = detector.predict(paths)
         examples[run.label] = [p.p_fake for p in predictions]
     return examples

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mfclip.data.manifest import DESCRIPTIVE_COLUMNS, spreadsheet_row
+from mfclip.data.manifest import spreadsheet_row
 from mfclip.data.transforms import ImageTransform
 from mfclip.engine import runinfo
 from mfclip.engine.protocol import Perturbation, Protocol, RowSelector, load_protocol
@@ -41,6 +41,7 @@ from mfclip.metrics import (
 from mfclip.metrics.grouped import check_group_by
 from mfclip.metrics.report import METRICS_FILE, PREDICTIONS_FILES, read_metrics
 from mfclip.models.metadata import CheckpointMetadata
+from mfclip.schema import DESCRIPTIVE_COLUMNS
 from mfclip.utils.config import ConfigError
 from mfclip.utils.io import atomic_write_json, atomic_write_text, remove_temporaries
 from mfclip.utils.jobs import AppendLog, CsvRows, JobError, JobLock, SettingsStamp, setting_changes
@@ -51,7 +52,6 @@ STATE_NAME = "eval_state.json"
 PARTIAL_DIR = ".partial"
 SCORES_LOG = "scores.csv"  # in PARTIAL_DIR: one record per scored row
 SCORES_STAMP = "settings.json"  # in PARTIAL_DIR: what the logged scores were made with
-LOCK_NAME = ".lock"
 PREDICTIONS_FILE = PREDICTIONS_FILES[0]  # evaluate writes parquet
 UNREADABLE_FILE = "unreadable.csv"
 EVALUATION_FILE = "evaluation.json"
@@ -479,7 +479,7 @@ def evaluate(
     _check_unique_dirs(test_sets)
     out.mkdir(parents=True, exist_ok=True)
 
-    with JobLock(out / LOCK_NAME, "evaluation", out):
+    with JobLock.in_folder(out, "evaluation"):
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype)
         model = model.to(device=torch_device, dtype=torch_dtype).eval()

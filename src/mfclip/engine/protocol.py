@@ -27,7 +27,8 @@ from typing import Literal
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from mfclip.data.manifest import SPLITS, select_rows
+from mfclip.data.manifest import select_rows
+from mfclip.schema import SPLITS
 from mfclip.utils.config import ConfigError, StrictConfig, deep_merge, load_yaml
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "configs" / "protocols"

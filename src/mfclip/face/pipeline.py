@@ -33,19 +33,13 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from mfclip.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, load_image
-from mfclip.data.manifest import (
-    LABEL_COLUMNS,
-    MANIFEST_COLUMNS,
-    SPLITS,
-    parse_label,
-    read_manifest,
-    validate_manifest,
-)
+from mfclip.data.manifest import parse_label, read_manifest, validate_manifest
 from mfclip.data.paths import HIDDEN, INVALID_FOLDER_NAME, display_path, walk
 from mfclip.data.video import VIDEO_EXTENSIONS, VideoDecodeError, is_video_path, sample_frames
 from mfclip.face.alignment import cut_face, usable_faces
 from mfclip.face.detectors import FaceBox, FaceDetector, get_detector
 from mfclip.inputs import DEFAULT_FACE_MARGIN, FaceCropConfig
+from mfclip.schema import LABEL_COLUMNS, MANIFEST_COLUMNS, SPLITS
 from mfclip.utils.config import ConfigError, closest
 from mfclip.utils.io import atomic_write, atomic_write_bytes, remove_temporaries
 from mfclip.utils.jobs import AppendLog, JobError, JobLock, JsonLines, SettingsStamp
@@ -67,7 +61,6 @@ SKIPPED_COLUMNS = ("source", "kind", "reason")
 
 SETTINGS_FILE = "preprocess.json"
 LOG_FILE = "progress.jsonl"
-LOCK_FILE = ".lock"
 MANIFEST_FILE = "manifest.csv"
 SKIPPED_FILE = "skipped.csv"
 FACES_DIR = "faces"
@@ -694,7 +687,7 @@ def preprocess(
         sources = sources_from_paths(inputs, config.labels, exclude=out_dir)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with JobLock(out_dir / LOCK_FILE, "preprocess", out_dir):
+    with JobLock.in_folder(out_dir, "preprocess"):
         _check_settings(out_dir, config)
         # Temporary files of crops and outputs whose write a killed run never finished.
         remove_temporaries(out_dir)

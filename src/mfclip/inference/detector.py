@@ -23,6 +23,7 @@ from mfclip.inference.preprocess import Preprocessor, face_crop_for
 from mfclip.models.base import DetectorModel
 from mfclip.models.hub import resolve_checkpoint
 from mfclip.models.metadata import CheckpointMetadata
+from mfclip.schema import class_name
 from mfclip.utils.device import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -63,10 +64,6 @@ class VideoPrediction:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _label(p_fake: float, threshold: float) -> str:
-    return "fake" if p_fake >= threshold else "real"
 
 
 def _check_threshold(threshold: float) -> float:
@@ -201,7 +198,7 @@ class Detector:
             scores = self.score(torch.stack([p.tensor for p in prepared])).tolist()
             for item, prep, p_fake in zip(chunk, prepared, scores, strict=True):
                 path = str(item) if isinstance(item, (str, Path)) else None
-                predictions.append(Prediction(float(p_fake), _label(p_fake, threshold), path, prep.box))
+                predictions.append(Prediction(float(p_fake), class_name(p_fake, threshold), path, prep.box))
         return predictions[0] if single else predictions
 
     def predict_video(self, path: str | Path, frames: int = 16, threshold: float = 0.5) -> VideoPrediction:
@@ -215,7 +212,7 @@ class Detector:
             path=str(path),
             p_fake=mean,
             p_fake_max=float(max(scores)),
-            label=_label(mean, threshold),
+            label=class_name(mean, threshold),
             frames=len(scores),
             frame_scores=tuple(float(s) for s in scores),
         )

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mfclip.prompts import LEVEL_NAMES, PromptSet, load_prompt_set, tokenize
+from mfclip.schema import class_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -299,7 +300,7 @@ def explain(detector: Detector, image: Any, threshold: float = 0.5) -> Explanati
     return Explanation(
         image=pixels,
         p_fake=p_fake,
-        label="fake" if p_fake >= threshold else "real",
+        label=class_name(p_fake, threshold),
         threshold=threshold,
         heatmap=heatmap,
         patch_box=patch_box,

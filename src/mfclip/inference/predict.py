@@ -31,6 +31,7 @@ from mfclip.data.decode import ImageDecodeError, is_image_path
 from mfclip.data.paths import BROKEN_LINK, INVALID_FILE_NAME, LINK_LOOP, walk_files
 from mfclip.data.video import VideoDecodeError, is_video_path
 from mfclip.inference.preprocess import Preprocessor
+from mfclip.schema import class_name
 from mfclip.utils.jobs import AppendLog, CsvRows, JobError, JobLock, JsonLines, SettingsStamp
 
 OUTPUT_COLUMNS = ("path", "p_fake", "label", "p_fake_max", "frames", "box", "error")
@@ -202,7 +203,7 @@ def _rows(items: list[dict[str, Any]], scores: torch.Tensor, threshold: float) -
             offset += count
             p_fake = sum(frame_scores) / len(frame_scores)
             row["p_fake"] = p_fake
-            row["label"] = "fake" if p_fake >= threshold else "real"
+            row["label"] = class_name(p_fake, threshold)
             if item["is_video"]:
                 row["p_fake_max"] = max(frame_scores)
                 row["frames"] = count
@@ -271,10 +272,6 @@ def _shard_paths(out: Path) -> list[Path]:
 
 def _shard_path(out: Path, rank: int) -> Path:
     return out.with_name(f"{out.stem}.part-{rank}{out.suffix}")
-
-
-def _lock_path(path: Path) -> Path:
-    return path.with_name(f"{path.name}.lock")
 
 
 def _stamp(out: Path) -> SettingsStamp:
@@ -445,7 +442,7 @@ def predict_files(
     first_rank = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
     if out_path is None or not first_rank:
         return _predict_pending(detector, paths, out_path, options, first_rank)
-    with JobLock(_lock_path(out_path), "predict", out_path):
+    with JobLock.beside(out_path, "predict"):
         settings = prediction_settings(detector, options)
         context = {"workdir": os.getcwd()}  # what relative paths in the rows are relative to
         if options.resume:
@@ -569,7 +566,7 @@ def _predict_distributed(
         def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dl_idx):  # type: ignore[no-untyped-def]
             if self.writer is None:
                 shard = _shard_path(out, trainer.global_rank)
-                self.lock = JobLock(_lock_path(shard), "predict", shard).acquire()
+                self.lock = JobLock.beside(shard, "predict").acquire()
                 self.writer = output_log(shard).open()
             self.writer.append(prediction)
             _count(summary, prediction)

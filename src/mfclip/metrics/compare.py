@@ -20,8 +20,8 @@ from mfclip.metrics.grouped import (
     metric_rows,
 )
 from mfclip.metrics.report import (
+    CATEGORY_COLUMNS,
     EVAL_DIR,
-    LABEL_COLUMNS,
     LOWER_IS_BETTER,
     METRIC_TITLES,
     find_predictions,
@@ -89,7 +89,7 @@ def compare_runs(
         group_by = DEFAULT_GROUP_BY
     else:
         check_group_by(group_by, (c for _, _, path in plan for c in prediction_columns(path)), "predictions")
-    columns = [*LABEL_COLUMNS, *group_by]
+    columns = [*CATEGORY_COLUMNS, *group_by]
     tables = []
     for label, name, path in tqdm(plan, desc="evaluating", unit="test set", disable=len(plan) < 2):
         predictions = load_predictions(path, columns=columns)

@@ -31,6 +31,7 @@ import pandas as pd
 from mfclip.metrics._ranking import MetricsError, Ranking, as_labels, as_scores
 from mfclip.metrics.binary import roc_points
 from mfclip.metrics.grouped import group_specs
+from mfclip.schema import DESCRIPTIVE_COLUMNS
 from mfclip.utils.io import atomic_write, atomic_write_json, atomic_write_text
 
 #: Where a training run keeps its evaluation: ``RUN/eval/<test_set>/``.
@@ -40,8 +41,8 @@ PREDICTIONS_FILES = ("predictions.parquet", "predictions.csv")
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 REQUIRED_COLUMNS = ("label", "p_fake")
-# Manifest columns used by evaluation and stored as categories when read back.
-LABEL_COLUMNS = ("test_set", "dataset", "forgery_type", "family", "generator", "video_id", "split")
+#: Columns of predictions stored as categories when read back: the test set and the manifest's labels.
+CATEGORY_COLUMNS = ("test_set", *DESCRIPTIVE_COLUMNS, "split")
 RUN_METRICS_FORMAT = "mfclip-run-metrics"
 
 METRIC_TITLES = {
@@ -113,7 +114,7 @@ def load_predictions(path: str | Path, columns: Iterable[str] | None = None) -> 
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path, columns=selected)
         else:
-            dtypes = {c: "category" for c in LABEL_COLUMNS if c in available}
+            dtypes = {c: "category" for c in CATEGORY_COLUMNS if c in available}
             frame = pd.read_csv(path, usecols=selected, dtype=dtypes)
     except Exception as exc:
         raise PredictionsError(f"{path}: cannot read predictions: {exc}") from None
@@ -125,7 +126,7 @@ def load_predictions(path: str | Path, columns: Iterable[str] | None = None) -> 
         frame["p_fake"] = as_scores(frame["p_fake"].to_numpy(), "p_fake")
     except MetricsError as exc:
         raise PredictionsError(f"{path}: {exc}") from None
-    for column in LABEL_COLUMNS:
+    for column in CATEGORY_COLUMNS:
         if column in frame.columns and frame[column].dtype == object:
             frame[column] = frame[column].astype("category")
     return frame

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mfclip import __version__
 from mfclip.data.decode import DecodeInterrupted, ImageDecodeError, OpenedImage
+from mfclip.schema import class_name
 from mfclip.serve.batching import ModelRunner
 from mfclip.serve.middleware import AllowedHosts, BodyLimit, CancelOnDisconnect
 from mfclip.serve.scheduling import ServerBusy, Session, WorkPool
@@ -224,7 +225,7 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
         except UploadError as exc:
             return FileResult(filename=filename, status=exc.status, error=exc.message)
         p_fake = await runner.submit(tensor, owner=session)
-        label = "fake" if p_fake >= settings.threshold else "real"
+        label = class_name(p_fake, settings.threshold)
         return FileResult(filename=filename, status=200, p_fake=p_fake, label=label, box=box)
 
     async def score_all(files: list[tuple[bytes, str | None]], session: Session) -> list[FileResult]:

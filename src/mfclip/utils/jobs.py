@@ -532,6 +532,17 @@ class JobLock:
         self.target = str(target) if target is not None else str(self.path)
         self._fd: int | None = None
 
+    @classmethod
+    def in_folder(cls, folder: str | Path, job: str) -> JobLock:
+        """The lock of a job that writes into ``folder``: ``FOLDER/.lock``."""
+        return cls(Path(folder) / ".lock", job, folder)
+
+    @classmethod
+    def beside(cls, file: str | Path, job: str) -> JobLock:
+        """The lock of a job that writes the one file ``file``: ``FILE.lock`` beside it."""
+        file = Path(file)
+        return cls(file.with_name(f"{file.name}.lock"), job, file)
+
     @property
     def held(self) -> bool:
         return self._fd is not None

@@ -23,8 +23,6 @@ import pandas as pd
 
 from mfclip.data.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageDecodeError, load_image
 from mfclip.data.manifest import (
-    MANIFEST_COLUMNS,
-    SPLITS,
     ManifestError,
     assign_splits,
     check_manifest_destination,
@@ -34,6 +32,7 @@ from mfclip.data.manifest import (
 from mfclip.data.paths import SkipHandler, display_path, list_folder
 from mfclip.data.paths import walk_files as walk_tree_files
 from mfclip.data.video import VIDEO_EXTENSIONS
+from mfclip.schema import MANIFEST_COLUMNS, SPLITS
 from mfclip.utils.config import closest
 from mfclip.utils.io import atomic_write
 

@@ -48,7 +48,7 @@ from mfclip.data.importers.media import (
     frame_folder,
     video_files,
 )
-from mfclip.data.manifest import SPLITS
+from mfclip.schema import SPLITS
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
 COMPRESSIONS = ("raw", "c23", "c40")

@@ -11,7 +11,6 @@ No image shows a real person. Public API:
 - :func:`protocol_dict`: the protocol written as ``protocol.yaml``.
 """
 
-from mfclip.data.manifest import MANIFEST_COLUMNS  # the columns of manifest.csv
 from mfclip.data.synth.benchmark import (
     SYNTH_VERSION,
     SynthError,
@@ -30,6 +29,7 @@ from mfclip.data.synth.generators import (
     SynthGeneratorInfo,
 )
 from mfclip.data.synth.plan import MAX_SIZE, MIN_SIZE
+from mfclip.schema import MANIFEST_COLUMNS  # the columns of manifest.csv
 
 __all__ = [
     "FAMILIES",

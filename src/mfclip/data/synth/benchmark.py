@@ -26,10 +26,10 @@ from pathlib import Path
 import yaml
 
 from mfclip import __version__
-from mfclip.data.manifest import MANIFEST_COLUMNS, SPLITS
 from mfclip.data.synth.generators import SEEN_GENERATORS, SYNTH_GENERATORS, UNSEEN_GENERATORS
 from mfclip.data.synth.plan import REAL, PlanEntry, build_plan
 from mfclip.data.synth.synthesize import synthesize_jpeg
+from mfclip.schema import MANIFEST_COLUMNS, SPLITS
 from mfclip.utils.io import (
     TEMPORARY_PREFIX,
     TEMPORARY_SUFFIX,

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mfclip.data.manifest import SPLITS
 from mfclip.data.synth.generators import (
     GENERATORS_BY_NAME,
     SEEN_GENERATORS,
     SYNTH_GENERATORS,
     UNSEEN_GENERATORS,
 )
+from mfclip.schema import SPLITS
 
 SPLIT_SHARES = {"train": 0.6, "val": 0.1, "test": 0.3}  # of reals and of each seen generator
 REAL_SHARE = 0.45
